@@ -1,0 +1,48 @@
+# Set-up, the main job and the tests. `make run` and `make test` install what they need on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# An offline copy of Imagenette beside the project is used when IMAGENETTE_PATH isn't set.
+SHARED_DATA := $(abspath ../shared/data/imagenette)
+export IMAGENETTE_PATH ?= $(if $(wildcard $(SHARED_DATA)/train),$(SHARED_DATA))
+NOTEBOOKS := $(wildcard nbs/[0-9]*.ipynb)
+
+.PHONY: install run test test-unit test-nbs sync-check notebooks clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: install  ## the main job: quick mode on a CPU, full mode on a GPU
+	$(BIN)/imagenette-course run baseline
+	$(BIN)/imagenette-course report
+
+test: test-unit test-nbs  ## unit tests, then every notebook under nbval, in quick mode
+
+test-unit: install
+	IMAGENETTE_MODE=quick $(BIN)/python -m pytest tests
+
+test-nbs: install
+	IMAGENETTE_MODE=quick IN_TEST=1 IMAGENETTE_LEDGER=$$(mktemp -d)/ledger.jsonl \
+	  $(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=600 -p no:cacheprovider $(NOTEBOOKS)
+
+sync-check: install  ## fail if the notebooks aren't clean or the package isn't exported from them
+	$(BIN)/nbdev-export
+	$(BIN)/nbdev-clean
+	@git diff --exit-code --stat -- nbs imagenette_course || \
+	  (echo "Notebooks and package out of sync: run 'make notebooks' (or nbdev-export && nbdev-clean) and commit."; exit 1)
+	@test -z "$$(git status --porcelain -- nbs imagenette_course)" || \
+	  (git status --porcelain -- nbs imagenette_course; echo "Untracked files from nbdev-export: commit them."; exit 1)
+
+notebooks: install  ## execute every notebook in quick mode, then export and clean (what gets committed)
+	IMAGENETTE_MODE=quick IMAGENETTE_LEDGER=$$(mktemp -d)/ledger.jsonl \
+	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=600 $(NOTEBOOKS)
+	$(BIN)/nbdev-export
+	$(BIN)/nbdev-clean
+
+clean:
+	rm -rf $(VENV) build *.egg-info _docs _site

@@ -1,0 +1,72 @@
+import json, os, subprocess, sys
+
+import pytest
+
+import imagenette_course.training as training
+from imagenette_course.cli import format_table, main
+from imagenette_course.training import read_ledger
+
+
+@pytest.mark.parametrize('args, message', [
+    (['run', 'baseline', '--epochs', '0'], 'at least 1'),
+    (['run', 'baseline', '--epochs', 'two'], "'two' is not a whole number"),
+    (['run', 'baseline', '--mode', 'fast'], "invalid choice: 'fast'"),
+    (['run', 'nonsense'], "invalid choice: 'nonsense'"),
+    (['run'], 'the following arguments are required: recipe'),
+    ([], 'the following arguments are required'),
+])
+def test_bad_arguments_exit_2_with_argparse_message(args, message, capsys):
+    with pytest.raises(SystemExit) as e: main(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and 'usage: imagenette-course' in err
+
+
+def test_bad_data_path_is_named(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e: main(['run', 'baseline', '--data', str(tmp_path/'nope')])
+    assert e.value.code == 2
+    assert str(tmp_path/'nope') in capsys.readouterr().err
+
+
+def test_incomplete_data_folder_is_reported_before_training(fake_imagenette, capsys, isolated_ledger):
+    (fake_imagenette/'val').rename(fake_imagenette/'valid')
+    with pytest.raises(SystemExit) as e: main(['run', 'baseline', '--data', str(fake_imagenette)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and 'missing split folder' in err and 'Fix:' in err
+    assert not isolated_ledger.exists()
+
+
+def test_interrupted_run_writes_nothing(fake_imagenette, monkeypatch, capsys, isolated_ledger):
+    def interrupted(cfg): raise KeyboardInterrupt
+    monkeypatch.setitem(training.RECIPES, 'baseline', interrupted)
+    with pytest.raises(SystemExit) as e: main(['run', 'baseline', '--data', str(fake_imagenette)])
+    assert e.value.code == 130 and 'interrupted' in capsys.readouterr().err
+    assert not isolated_ledger.exists()
+
+
+def test_report(capsys, isolated_ledger):
+    main(['report'])
+    assert 'No runs recorded yet' in capsys.readouterr().out
+    isolated_ledger.write_text(json.dumps(dict(recipe='baseline', mode='full', device='cuda (H100)', n_train=9469,
+        n_valid=3925, sizes=[128, 224], epochs=9, accuracy=0.8596, wall_time_s=600.4, finished='2026-01-01T10:00')) + '\n')
+    main(['report'])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ['finished', 'recipe', 'mode', 'device', 'train/valid', 'px', 'epochs', 'accuracy', 'time']
+    assert lines[1].split() == ['2026-01-01', '10:00', 'baseline', 'full', 'cuda', '(H100)', '9469/3925', '128→224',
+                                '9', '86.0%', '600', 's']
+
+
+def test_quick_baseline_from_the_command_line(shared_data, tmp_path):
+    "The real thing: the installed console script trains on the shared Imagenette and records one run"
+    ledger = tmp_path/'runs.jsonl'
+    env = {**os.environ, 'IMAGENETTE_PATH': str(shared_data)}
+    env.pop('IMAGENETTE_MODE', None)
+    exe = os.path.join(os.path.dirname(sys.executable), 'imagenette-course')
+    out = subprocess.run([exe, 'run', 'baseline', '--mode', 'quick', '--epochs', '1', '--ledger', str(ledger)],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert 'baseline: quick mode on cpu' in out.stdout and "baseline: accuracy" in out.stdout
+    (rec,) = read_ledger(ledger)
+    assert (rec['recipe'], rec['mode'], rec['epochs'], rec['sizes'], rec['n_train'], rec['n_valid']) == \
+           ('baseline', 'quick', 1, [64], 400, 200)
+    assert 0 <= rec['accuracy'] <= 1 and rec['wall_time_s'] > 0

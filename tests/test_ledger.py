@@ -1,0 +1,76 @@
+import json, os, threading
+from dataclasses import asdict
+
+import pytest
+
+import imagenette_course.training as training
+from imagenette_course.training import RunRecord, append_record, ledger_path, read_ledger
+
+
+def record(name='baseline', acc=0.5, mode='quick'):
+    return RunRecord(name, mode, 'cpu', n_train=400, n_valid=200, sizes=[64], epochs=3, accuracy=acc,
+                     wall_time_s=12.3, seed=42, bs=32, lr=3e-3)
+
+
+def test_ledger_location(tmp_path, monkeypatch):
+    assert ledger_path(tmp_path/'x.jsonl') == tmp_path/'x.jsonl'
+    assert ledger_path() == tmp_path/'ledger.jsonl'  # set by the autouse fixture
+    monkeypatch.delenv('IMAGENETTE_LEDGER')
+    assert ledger_path().name == 'ledger.jsonl' and '.imagenette_course' in str(ledger_path())
+
+
+def test_round_trip(tmp_path):
+    path = tmp_path/'sub'/'ledger.jsonl'
+    append_record(record('a', 0.1), path)
+    append_record(record('b', 0.2), path)
+    recs = read_ledger(path)
+    assert [r['recipe'] for r in recs] == ['a', 'b']
+    assert recs[0] == json.loads(json.dumps(asdict(record('a', 0.1)) | {'finished': recs[0]['finished']}))
+    assert set(recs[0]['versions']) == {'python', 'torch', 'torchvision', 'fastai'}
+
+
+def test_corrupt_lines_are_reported_not_fatal(tmp_path):
+    path = tmp_path/'ledger.jsonl'
+    append_record(record('a'), path)
+    with open(path, 'a') as f: f.write('{"recipe": "cut off\n[1, 2]\n')
+    append_record(record('b'), path)
+    with pytest.warns(UserWarning) as w: recs = read_ledger(path)
+    assert [r['recipe'] for r in recs] == ['a', 'b']
+    assert [f'line {n}' in str(m.message) for m, n in zip(w, (2, 3))] == [True, True]
+
+
+def test_missing_ledger_is_empty(tmp_path):
+    assert read_ledger(tmp_path/'none.jsonl') == []
+
+
+def test_crash_while_writing_leaves_the_ledger_whole(tmp_path, monkeypatch):
+    path = tmp_path/'ledger.jsonl'
+    append_record(record('a'), path)
+    before = path.read_bytes()
+    def killed(fd): raise KeyboardInterrupt
+    monkeypatch.setattr(os, 'fsync', killed)
+    with pytest.raises(KeyboardInterrupt): append_record(record('b'), path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ledger.jsonl', 'ledger.jsonl.lock']
+
+
+def test_a_partial_last_line_does_not_swallow_the_next_record(tmp_path):
+    path = tmp_path/'ledger.jsonl'
+    path.write_text(json.dumps(asdict(record('a'))) + '\n{"recipe": "b", "mo')
+    append_record(record('c'), path)
+    with pytest.warns(UserWarning, match='line 2'): recs = read_ledger(path)
+    assert [r['recipe'] for r in recs] == ['a', 'c']
+
+
+def test_concurrent_appends_keep_every_record(tmp_path):
+    path = tmp_path/'ledger.jsonl'
+    threads = [threading.Thread(target=append_record, args=(record(f'r{i}'), path)) for i in range(20)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    assert sorted(r['recipe'] for r in read_ledger(path)) == sorted(f'r{i}' for i in range(20))
+
+
+def test_printed_record_states_mode_and_setting():
+    quick, full = str(record()), str(record(mode='full'))
+    for s in ('quick mode', 'cpu', '400 train / 200 valid', '64 px', '3 epochs', '50.0%'): assert s in quick
+    assert "not the chapter's accuracy" in quick and "not the chapter's accuracy" not in full

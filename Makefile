@@ -7,14 +7,14 @@ SHARED_DATA := $(abspath ../shared/data/imagenette)
 export IMAGENETTE_PATH ?= $(if $(wildcard $(SHARED_DATA)/train),$(SHARED_DATA))
 NOTEBOOKS := $(wildcard nbs/[0-9]*.ipynb)
 
-.PHONY: install run test test-unit test-nbs sync-check notebooks clean
+.PHONY: install run test test-unit test-nbs sync-check notebooks docs docs-check clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,docs]'
 	touch $@
 
 run: install  ## the main job: quick mode on a CPU, full mode on a GPU
@@ -44,5 +44,11 @@ notebooks: install  ## execute every notebook in quick mode, then export and cle
 	$(BIN)/nbdev-export
 	$(BIN)/nbdev-clean
 
+docs: install  ## the course website in _site/, rendered from the committed notebooks (nothing is run)
+	$(BIN)/python docs/build_site.py
+
+docs-check: install  ## read _site/ in headless Chromium; fails on any broken page, screenshots in _site_check/
+	$(BIN)/python docs/check_site.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info _docs _site
+	rm -rf $(VENV) build *.egg-info _docs _site _sphinx _site_check

@@ -1,0 +1,135 @@
+"""Build the course website into `_site/` from the committed notebooks, with Sphinx and myst-nb.
+
+The notebooks are not executed: their committed outputs are rendered. Each `nbs/[0-9]*.ipynb` is copied into
+`_sphinx/src/` with nbdev plumbing removed (hidden cells, `#|` directive lines, nbval markers), `00_index.ipynb`
+becomes the home page, and one API reference page per module of the package is generated for Sphinx autodoc.
+Any Sphinx warning fails the build, so a notebook that can't be rendered stops it with a message naming the file.
+
+Usage: python docs/build_site.py [--nbs DIR] [--out DIR]
+"""
+import argparse, re, shutil, sys
+from pathlib import Path
+
+import nbformat
+from fastcore.nbio import read_nb, write_nb
+from nbdev.process import NBProcessor
+from nbdev.processors import clean_magics, filter_stream_, hide_, hide_line
+from sphinx.cmd.build import build_main
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT/'docs'
+WORK = ROOT/'_sphinx'
+PACKAGE = 'imagenette_course'
+HOME_NB = '00_index.ipynb'
+
+
+class NotebookError(Exception): "A notebook that can't be read as a valid notebook"
+
+
+def notebooks(nbs_dir):
+    "The course notebooks, in chapter order (by file name)"
+    return sorted(Path(nbs_dir).glob('[0-9]*.ipynb'))
+
+
+def page_name(nb_path):
+    "The site page a notebook becomes: the home notebook is the site's index"
+    return 'index' if Path(nb_path).name == HOME_NB else Path(nb_path).stem
+
+
+_re_nbval = re.compile(r'^#\s*NBVAL_\w+[ \t]*\n?', re.MULTILINE)
+_re_home_link = re.compile(rf'\]\({re.escape(HOME_NB)}')
+
+
+def strip_nbval_markers(cell):
+    "Drop `# NBVAL_CHECK_OUTPUT`-style lines: they tell nbval what to compare, not the reader anything"
+    if cell.cell_type == 'code': cell.source = _re_nbval.sub('', cell.source)
+
+
+def link_home(cell):
+    "Point markdown links at the home notebook to its page, which is `index`"
+    if cell.cell_type == 'markdown': cell.source = _re_home_link.sub('](index.ipynb', cell.source)
+
+
+def drop_empty(cell):
+    "Drop code cells left with nothing to show, such as `#| default_exp` once its directive line is gone"
+    if cell.cell_type == 'code' and not cell.source.strip() and not cell.get('outputs'): del cell['source']
+
+
+# nbdev's own processors first, so that `hide`, `hide_line` and `filter_stream` act as on nbdev's Quarto site.
+# `#| export` cells stay: in this course they are the code being taught.
+PROCESSORS = [hide_, hide_line, filter_stream_, clean_magics, strip_nbval_markers, link_home, drop_empty]
+
+
+def read_valid(nb_path):
+    "The notebook at `nb_path`, after checking it is valid JSON and a valid notebook"
+    try: nbformat.validate(nbformat.read(nb_path, as_version=4))
+    except Exception as e: raise NotebookError(f"{nb_path}: not a valid notebook: {e}") from e
+    return read_nb(nb_path)
+
+
+def process_notebook(nb_path, dest):
+    "Write `nb_path` to `dest` as readers see it: without hidden cells, directive lines and test markers"
+    nb = NBProcessor(nb=read_valid(nb_path), procs=PROCESSORS, rm_directives=True, process=True).nb
+    write_nb(nb, dest)
+    return nb
+
+
+def toctree(caption, pages):
+    "A hidden MyST toctree: it builds the sidebar without adding a list to the page"
+    return '\n'.join(['```{toctree}', ':hidden:', f':caption: {caption}', '', *pages, '```'])
+
+
+def modules(package_dir):
+    "The public modules of the package (not `__init__`, not nbdev's `_modidx`)"
+    return sorted(p.stem for p in Path(package_dir).glob('*.py') if not p.stem.startswith('_'))
+
+
+def write_api_page(module, dest):
+    "A reference page for `module`: every name in its `__all__`, with signature and docstring"
+    # reStructuredText, not MyST: autodoc writes reST, which a Markdown page would show as raw text.
+    name = f'{PACKAGE}.{module}'
+    dest.write_text(f"{name}\n{'=' * len(name)}\n\n.. automodule:: {name}\n   :members:\n")
+
+
+def write_sources(nbs_dir, src):
+    "Fill the Sphinx source folder `src`: processed notebooks, API pages, and the sidebar on the home page"
+    nbs = notebooks(nbs_dir)
+    if not any(nb.name == HOME_NB for nb in nbs): raise NotebookError(f"{nbs_dir}: no {HOME_NB} for the home page")
+    for nb_path in nbs: process_notebook(nb_path, src/f'{page_name(nb_path)}.ipynb')
+    (src/'api').mkdir()
+    mods = modules(ROOT/PACKAGE)
+    for mod in mods: write_api_page(mod, src/'api'/f'{mod}.rst')
+    home = read_nb(src/'index.ipynb')
+    home.cells.append(nbformat.v4.new_markdown_cell(
+        toctree('Chapters', [page_name(p) for p in nbs if p.name != HOME_NB]) + '\n\n' +
+        toctree('API reference', [f'api/{m}' for m in mods])))
+    write_nb(home, src/'index.ipynb')
+
+
+def build(nbs_dir, out):
+    "Build the site from the notebooks in `nbs_dir` into `out`; the Sphinx exit status (0: no warnings)"
+    # Start clean every time: a notebook that was renamed or removed must not live on as a stale page.
+    for d in (WORK, out): shutil.rmtree(d, ignore_errors=True)
+    src, html = WORK/'src', WORK/'html'
+    src.mkdir(parents=True)
+    write_sources(nbs_dir, src)
+    # -W: a warning (an output that can't be rendered, a broken link, a module that won't import) fails the build.
+    status = build_main(['-b', 'html', '-W', '--keep-going', '-q', '-c', str(DOCS), '-d', str(WORK/'doctrees'),
+                         str(src), str(html)])
+    # Built inside WORK, because myst-nb writes a `jupyter_execute/` folder beside the output folder.
+    if status == 0: shutil.move(html, out)
+    return status
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--nbs', type=Path, default=ROOT/'nbs', help='folder of the notebooks (default: nbs/)')
+    parser.add_argument('--out', type=Path, default=ROOT/'_site', help='where the site goes (default: _site/)')
+    args = parser.parse_args(argv)
+    try: status = build(args.nbs, args.out)
+    except NotebookError as e: sys.exit(f"docs build failed: {e}")
+    if status: sys.exit(f"docs build failed: see the warnings above, each names its page's source in {WORK/'src'}")
+    print(f"site built: {args.out.resolve()/'index.html'}")
+
+
+if __name__ == '__main__': main()

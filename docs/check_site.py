@@ -1,0 +1,217 @@
+"""Read the built site in headless Chromium, as a reader would, and fail on anything broken.
+
+Serves `_site/` on a free loopback port and opens every page reachable from the home page: none may log a console
+error or fail a request, every image must decode, and every internal link (anchors included) must resolve. Each
+notebook's page must exist and show the notebook's H1 title, its figures, and no nbdev plumbing (`#|` lines, nbval
+markers). Screenshots of the home page and the first chapter go to `_site_check/`; their paths are printed.
+
+Usage: python docs/check_site.py [--site DIR] [--nbs DIR] [--shots DIR]
+"""
+import argparse, ast, re, sys, threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urldefrag, urljoin
+
+import nbformat
+from playwright.sync_api import sync_playwright
+
+from build_site import PACKAGE, ROOT, modules, notebooks, page_name
+
+CHROMIUM = '/usr/bin/chromium'  # Debian's package: Playwright's own browser downloads need internet
+# Flags for a quiet, self-contained browser: no sandbox (CI runs as root), no GPU, no calls home.
+CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+                 '--disable-component-update', '--disable-sync']
+
+# What a page looks like to a reader, gathered in the browser.
+PAGE_JS = """() => {
+  const h1 = document.querySelector('h1');
+  let title = null;
+  if (h1) { const c = h1.cloneNode(true); c.querySelectorAll('.headerlink').forEach(a => a.remove());
+            title = c.textContent.trim(); }
+  return {
+    title, title_visible: !!h1 && h1.getBoundingClientRect().height > 0,
+    broken_images: [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src),
+    n_figures: document.querySelectorAll('article img').length,
+    links: [...document.querySelectorAll('a[href]')].map(a => a.href),
+    ids: [...document.querySelectorAll('[id], a[name]')].map(e => e.id || e.name),
+    code: [...document.querySelectorAll('article pre')].map(p => p.textContent),
+  };
+}"""
+
+
+@dataclass
+class Chapter:
+    "What a notebook's page must show"
+    nb: Path
+    title: str
+    n_figures: int
+
+    @property
+    def page(self): return f'{page_name(self.nb)}.html'
+
+
+def readable(md):
+    "Markdown inline text as a browser shows it: without code backticks and emphasis stars"
+    return re.sub(r'[`*]', '', md).strip()
+
+
+def chapter(nb_path):
+    "The notebook's H1 title and how many image outputs it has committed"
+    nb = nbformat.read(nb_path, as_version=4)
+    titles = [m.group(1) for c in nb.cells if c.cell_type == 'markdown'
+              for m in [re.search(r'^# (.+)$', c.source, re.MULTILINE)] if m]
+    images = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs
+              if any(k.startswith('image/') for k in o.get('data', {}))]
+    return Chapter(nb_path, readable(titles[0]) if titles else None, len(images))
+
+
+@dataclass
+class Report:
+    "One page as Chromium saw it"
+    status: int
+    errors: list = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args): pass  # one line per request would bury the check's own report
+
+
+@contextmanager
+def serve(site):
+    "Serve `site` on a free port of 127.0.0.1 for the duration; yields the base URL"
+    server = ThreadingHTTPServer(('127.0.0.1', 0), partial(QuietHandler, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try: yield f'http://127.0.0.1:{server.server_port}/'
+    finally: server.shutdown()
+
+
+def visit(page, url):
+    "Open `url` in `page` and report what a reader gets"
+    errors = []
+    handlers = dict(
+        console=lambda m: m.type == 'error' and errors.append(f"console error: {m.text} ({m.location.get('url')})"),
+        pageerror=lambda e: errors.append(f'script error: {e}'),
+        # A request cancelled by the next navigation (the favicon, say) is the check's doing, not the site's.
+        requestfailed=lambda r: 'ERR_ABORTED' not in r.failure and errors.append(f'failed: {r.url} ({r.failure})'),
+        response=lambda r: r.status >= 400 and errors.append(f'HTTP {r.status}: {r.url}'))
+    for event, handler in handlers.items(): page.on(event, handler)
+    try:
+        response = page.goto(url, wait_until='load')
+        return Report(response.status, errors, page.evaluate(PAGE_JS) if response.ok else {})
+    finally:
+        for event, handler in handlers.items(): page.remove_listener(event, handler)
+
+
+def crawl(page, base):
+    "Visit every HTML page linked from the home page, following internal links; {url: Report}"
+    reports, todo = {}, [urljoin(base, 'index.html')]
+    while todo:
+        url = todo.pop()
+        if url in reports: continue
+        reports[url] = report = visit(page, url)
+        linked = [urldefrag(link).url for link in report.info.get('links', [])]
+        todo += [u for u in linked if u.startswith(base) and u.endswith('.html') and u not in reports]
+    return reports
+
+
+def link_problems(page, base, reports):
+    "Internal links that don't resolve: a missing file, or an anchor the target page doesn't have"
+    problems, status = [], {}
+    for url, report in reports.items():
+        for link in report.info.get('links', []):
+            target, anchor = urldefrag(link)
+            if not target.startswith(base): continue
+            if target not in reports and target not in status: status[target] = page.request.get(target).status
+            if (reports[target].status if target in reports else status[target]) != 200:
+                problems.append(f'{url}: broken link to {target}')
+            elif anchor and target in reports and unquote(anchor) not in reports[target].info.get('ids', []):
+                problems.append(f'{url}: link to missing anchor {link}')
+    return problems
+
+
+def page_problems(url, report):
+    "What any page must get right"
+    if report.status != 200: return [f'{url}: HTTP {report.status}']
+    return [f'{url}: {e}' for e in report.errors] + [f'{url}: image did not load: {src}'
+                                                     for src in report.info['broken_images']]
+
+
+def chapter_problems(base, chapter, reports):
+    "What a notebook's page must show: its title, its figures, and none of nbdev's plumbing"
+    url = urljoin(base, chapter.page)
+    if url not in reports: return [f'{chapter.nb.name}: no page {chapter.page} reachable from the home page']
+    info, problems = reports[url].info, []
+    if not info: return []  # the page itself failed: page_problems says how
+    if chapter.title is None: problems.append(f'{chapter.nb.name}: the notebook has no H1 title')
+    elif info['title'] != chapter.title or not info['title_visible']:
+        problems.append(f'{url}: H1 is {info["title"]!r}, expected the notebook title {chapter.title!r}')
+    if info['n_figures'] < chapter.n_figures:
+        problems.append(f'{url}: {info["n_figures"]} figures shown, the notebook has {chapter.n_figures}')
+    plumbing = [l for code in info['code'] for l in code.splitlines() if re.match(r'\s*(#\||#\s*NBVAL_)', l)]
+    if plumbing: problems.append(f'{url}: nbdev plumbing shown: {plumbing}')
+    return problems
+
+
+def documented_names(module_file):
+    "The functions and classes that `module_file` exports (in `__all__`): each needs a reference entry"
+    tree = ast.parse(Path(module_file).read_text())
+    exported = next((ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                     and any(getattr(t, 'id', None) == '__all__' for t in n.targets)), [])
+    defined = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    return [name for name in defined if name in exported]
+
+
+def api_problems(base, module, reports):
+    "Exported functions and classes of `module` that have no entry on its reference page"
+    url = urljoin(base, f'api/{module}.html')
+    if url not in reports: return [f'{PACKAGE}.{module}: no reference page {url} reachable from the home page']
+    ids = reports[url].info.get('ids', [])
+    return [f'{url}: no reference entry for {PACKAGE}.{module}.{name}'
+            for name in documented_names(ROOT/PACKAGE/f'{module}.py') if f'{PACKAGE}.{module}.{name}' not in ids]
+
+
+def check(site, nbs, shots):
+    "All problems found on the site, after saving the screenshots; prints what it visits"
+    chapters = [chapter(nb) for nb in notebooks(nbs)]
+    # Playwright starts Chromium with a fresh temporary profile, so nothing is cached from an earlier run.
+    with serve(site) as base, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport=dict(width=1280, height=900))
+        reports = crawl(page, base)
+        problems = [p for url, r in reports.items() for p in page_problems(url, r)]
+        problems += [p for c in chapters for p in chapter_problems(base, c, reports)]
+        problems += [p for m in modules(ROOT/PACKAGE) for p in api_problems(base, m, reports)]
+        problems += link_problems(page, base, reports)
+        print(f'checked {len(reports)} pages ({len(chapters)} notebooks) at {base}')
+        save_screenshots(page, base, chapters[:2], shots)
+        browser.close()
+    return problems
+
+
+def save_screenshots(page, base, chapters, shots):
+    "Full-page screenshots of the home page and the first chapter, for a person to look at"
+    shots.mkdir(parents=True, exist_ok=True)
+    for c in chapters:
+        path = shots/f'{page_name(c.nb)}.png'
+        page.goto(urljoin(base, c.page), wait_until='load')
+        page.screenshot(path=path, full_page=True)
+        print(f'screenshot: {path.resolve()}')
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--site', type=Path, default=ROOT/'_site', help='the built site (default: _site/)')
+    parser.add_argument('--nbs', type=Path, default=ROOT/'nbs', help='the notebooks it was built from (default: nbs/)')
+    parser.add_argument('--shots', type=Path, default=ROOT/'_site_check', help='screenshots (default: _site_check/)')
+    args = parser.parse_args(argv)
+    if not (args.site/'index.html').is_file(): sys.exit(f'no site at {args.site}: build it first (make docs)')
+    problems = check(args.site, args.nbs, args.shots)
+    if problems: sys.exit('site check failed:\n  ' + '\n  '.join(dict.fromkeys(problems)))  # once each
+    print('site check passed')
+
+
+if __name__ == '__main__': main()

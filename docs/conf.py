@@ -1,0 +1,33 @@
+"Sphinx settings for the course website: docs/build_site.py prepares the sources and runs Sphinx with these."
+import sys
+from pathlib import Path
+
+# Document the package in this checkout, whichever copy the environment has installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import imagenette_course
+
+project = 'imagenette_course'
+copyright = 'the imagenette_course developers'
+release = imagenette_course.__version__
+root_doc = 'index'
+
+extensions = ['myst_nb', 'sphinx.ext.autodoc']
+
+# Render the outputs committed in the notebooks; running them is nbval's job (`make test`).
+nb_execution_mode = 'off'
+# Links to a section, such as `01_data.ipynb#quick-and-full-mode`, need anchors on the headings.
+myst_heading_anchors = 3
+
+# Docstrings are nbdev-style Markdown, where `name` means code; autodoc reads them as reStructuredText.
+default_role = 'literal'
+autodoc_member_order = 'bysource'
+autodoc_preserve_defaults = True
+add_module_names = False  # the page title already names the module
+
+html_theme = 'furo'
+html_title = f'imagenette_course {release}'
+# Without an icon, every browser asks for /favicon.ico and logs the 404 as a console error.
+html_favicon = 'favicon.svg'
+# The notebooks themselves are the source; a second copy of each (images included) would only double the site.
+html_copy_source = False
+html_show_sourcelink = False

@@ -7,13 +7,18 @@ Docs: https://imagenette-course.github.io/imagenette_course/cli.html.md"""
 # %% auto #0
 __all__ = ['positive_int', 'make_parser', 'format_table', 'main']
 
-# %% ../nbs/90_cli.ipynb #2c7a2510
+# %% ../nbs/90_cli.ipynb #b17d02ff
 import argparse, sys, warnings
 
 import torch
 
-import imagenette_course.training
-from .data import DataError, MODES, get_mode, resolve_data_path, run_config
+# fastai's import triggers a torch deprecation warning that says nothing to someone running a recipe
+warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', category=FutureWarning)
+
+# importing a chapter's module registers its recipes
+import imagenette_course.label_smoothing, imagenette_course.mixup, imagenette_course.normalization
+import imagenette_course.progressive, imagenette_course.training, imagenette_course.tta
+from .data import DataError, MODES, get_mode, resolve_data_path
 from .training import RECIPES, ledger_path, read_ledger, run_recipe
 
 # %% ../nbs/90_cli.ipynb #541d31cc
@@ -55,7 +60,7 @@ def format_table(records):
     widths = [max(map(len, col)) for col in zip(head, *rows)]
     return '\n'.join('  '.join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head, *rows])
 
-# %% ../nbs/90_cli.ipynb #6445d725
+# %% ../nbs/90_cli.ipynb #0f62af8e
 def main(argv=None):
     "Entry point of the `imagenette-course` command"
     parser = make_parser()
@@ -64,11 +69,11 @@ def main(argv=None):
         print(format_table(read_ledger(args.ledger)))
         return
     try:
-        cfg = run_config(args.mode, data=str(resolve_data_path(args.data)), epochs=args.epochs, size=args.size,
-                         bs=args.bs, seed=args.seed)
-        if cfg.mode == 'full' and not torch.cuda.is_available():
+        data = str(resolve_data_path(args.data))
+        if get_mode(args.mode) == 'full' and not torch.cuda.is_available():
             warnings.warn("full mode on a CPU takes hours (about 20 minutes per epoch at 128 px on 2 cores); "
                           "use --mode quick unless you mean it")
-        run_recipe(args.recipe, cfg, ledger=args.ledger)
+        run_recipe(args.recipe, args.mode, ledger=args.ledger, data=data, epochs=args.epochs, size=args.size,
+                   bs=args.bs, seed=args.seed)
     except DataError as e: parser.exit(2, f"{parser.prog}: error: {e}\n")
     except KeyboardInterrupt: parser.exit(130, f"{parser.prog}: interrupted: nothing was written to {ledger_path(args.ledger)}\n")

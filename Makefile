@@ -17,9 +17,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,docs]'
 	touch $@
 
-run: install  ## the main job: quick mode on a CPU, full mode on a GPU
-	$(BIN)/imagenette-course run baseline
-	$(BIN)/imagenette-course report
+run: install  ## the main job, the whole chapter: quick mode on a CPU, full mode on a GPU
+	$(BIN)/imagenette-course run all
+	$(BIN)/imagenette-course report --plot results.png
 
 test: test-unit test-nbs  ## unit tests, then every notebook under nbval, in quick mode
 

@@ -37,8 +37,8 @@ class LabelSmoothingCE(nn.Module):
     def activation(self, x): return F.softmax(x, dim=-1)
     def decodes(self, x): return x.argmax(dim=-1)
 
-# %% ../nbs/07_label_smoothing.ipynb #1aac9274
-@recipe('label-smoothing')
+# %% ../nbs/07_label_smoothing.ipynb #b5b9f745
+@recipe('label-smoothing', chapter=7)
 def label_smoothing(cfg):
     "The normalized baseline trained with `LabelSmoothingCE(0.1)` instead of plain cross-entropy"
     learn = xresnet_learner(dls_from_config(cfg), loss_func=LabelSmoothingCE(0.1))

@@ -81,8 +81,8 @@ def compare_with_fastai(learn, x, y, alpha=0.4):
     theirs.after_train()
     return (x_ours, loss_ours), (x_theirs, loss_theirs), ours.lam, ours.perm
 
-# %% ../nbs/06_mixup.ipynb #dd15dda1
-@recipe('mixup', full=dict(epochs=20, size=128, bs=128))
+# %% ../nbs/06_mixup.ipynb #19fed2a8
+@recipe('mixup', chapter=6, full=dict(epochs=20, size=128, bs=128))
 def mixup(cfg):
     "Normalized baseline plus `MixUpFromScratch(0.4)`; full mode trains 20 epochs at 128 px, since mixup needs long runs"
     learn = xresnet_learner(dls_from_config(cfg), cbs=MixUpFromScratch(0.4))

@@ -38,8 +38,8 @@ def channel_stats(files, n_workers=2):
     mean = s / n
     return mean, np.sqrt(s2 / n - mean**2)
 
-# %% ../nbs/03_normalization.ipynb #e4b51511
-@recipe('normalized')
+# %% ../nbs/03_normalization.ipynb #66e8904b
+@recipe('normalized', chapter=3)
 def normalized(cfg):
     "The baseline with `Normalize.from_stats(*imagenet_stats)` as the last batch transform"
     learn = xresnet_learner(dls_from_config(cfg, normalize=True))

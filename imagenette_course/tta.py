@@ -92,8 +92,8 @@ def compare_tta(learn, n=4, beta=0.25):
     for r in results.values(): r['cost'] = r['seconds'] / results['centre crop']['seconds']
     return results
 
-# %% ../nbs/05_tta.ipynb #73914b9b
-@recipe('tta', quick=dict(epochs=1))
+# %% ../nbs/05_tta.ipynb #e2b2cf8b
+@recipe('tta', chapter=5, quick=dict(epochs=1))
 def tta_recipe(cfg):
     "Progressive resizing (chapter 4), then TTA on the validation set: the book's 'TTA' result"
     res = progressive(cfg)

@@ -3,7 +3,7 @@ import json, os, subprocess, sys
 import pytest
 
 import imagenette_course.training as training
-from imagenette_course.cli import format_table, main
+from imagenette_course.cli import main
 from imagenette_course.training import read_ledger
 
 
@@ -38,22 +38,35 @@ def test_incomplete_data_folder_is_reported_before_training(fake_imagenette, cap
 
 def test_interrupted_run_writes_nothing(fake_imagenette, monkeypatch, capsys, isolated_ledger):
     def interrupted(cfg): raise KeyboardInterrupt
+    interrupted.mode_settings, interrupted.resumable = {}, False
     monkeypatch.setitem(training.RECIPES, 'baseline', interrupted)
     with pytest.raises(SystemExit) as e: main(['run', 'baseline', '--data', str(fake_imagenette)])
     assert e.value.code == 130 and 'interrupted' in capsys.readouterr().err
     assert not isolated_ledger.exists()
 
 
-def test_report(capsys, isolated_ledger):
+def test_report(capsys, isolated_ledger, tmp_path):
     main(['report'])
     assert 'No runs recorded yet' in capsys.readouterr().out
-    isolated_ledger.write_text(json.dumps(dict(recipe='baseline', mode='full', device='cuda (H100)', n_train=9469,
-        n_valid=3925, sizes=[128, 224], epochs=9, accuracy=0.8596, wall_time_s=600.4, finished='2026-01-01T10:00')) + '\n')
-    main(['report'])
+    rec = dict(recipe='tta', mode='full', device='cuda (H100)', n_train=9469, n_valid=3925, sizes=[128, 224], epochs=10,
+               accuracy=0.8596, wall_time_s=600.4, extra=dict(accuracy_tta=0.8637), finished='2026-01-01T10:00')
+    isolated_ledger.write_text(json.dumps({**rec, 'accuracy': 0.5}) + '\n' + json.dumps(rec) + '\n')
+    main(['report', '--plot', str(tmp_path/'results.png')])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ['finished', 'recipe', 'mode', 'device', 'train/valid', 'px', 'epochs', 'accuracy', 'time']
-    assert lines[1].split() == ['2026-01-01', '10:00', 'baseline', 'full', 'cuda', '(H100)', '9469/3925', '128→224',
-                                '9', '86.0%', '600', 's']
+    assert lines[0].split() == ['recipe', 'mode', 'device', 'epochs', 'px', 'accuracy', 'with', 'TTA', 'wall', 'time']
+    assert lines[1].split() == ['tta', 'full', 'cuda', '(H100)', '10', '128→224', '86.0%', '86.4%', '600', 's']
+    assert "The book's published results" in '\n'.join(lines) and lines[-1] == f"figures saved to {tmp_path/'results.png'}"
+    assert (tmp_path/'results.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_run_all_runs_every_recipe_in_order(fake_imagenette, tmp_path, monkeypatch, capsys, isolated_ledger):
+    monkeypatch.setenv('IMAGENETTE_CHECKPOINTS', str(tmp_path/'checkpoints'))
+    main(['run', 'all', '--data', str(fake_imagenette), '--mode', 'quick', '--size', '32', '--bs', '4', '--epochs', '1'])
+    out = capsys.readouterr().out
+    names = training.recipe_names()
+    assert names[:3] == ['baseline', 'normalized', 'progressive'] and names[-1] == 'sota'
+    assert [r['recipe'] for r in read_ledger()] == names
+    assert f'recipe {len(names)} of {len(names)}: sota' in out and "The book's published results" in out
 
 
 def test_quick_baseline_from_the_command_line(shared_data, tmp_path):

@@ -7,7 +7,7 @@ SHARED_DATA := $(abspath ../shared/data/imagenette)
 export IMAGENETTE_PATH ?= $(if $(wildcard $(SHARED_DATA)/train),$(SHARED_DATA))
 NOTEBOOKS := $(wildcard nbs/[0-9]*.ipynb)
 
-.PHONY: install run test test-unit test-nbs sync-check notebooks docs docs-check clean
+.PHONY: install run test test-unit test-nbs sync-check notebooks docs docs-check clean bench gpu-data gpu-check
 
 install: $(VENV)/.installed
 
@@ -49,6 +49,20 @@ docs: install  ## the course website in _site/, rendered from the committed note
 
 docs-check: install  ## read _site/ in headless Chromium; fails on any broken page, screenshots in _site_check/
 	$(BIN)/python docs/check_site.py
+
+bench: install  ## CPU benchmarks, run by hand (a few minutes): data pipeline, then training step; see bench/README.md
+	$(BIN)/python bench/data_pipeline.py
+	$(BIN)/python bench/train_step.py
+
+GPU_DATA ?= build/gpu_data
+GPU_OUT  ?= results/gpu-check
+
+gpu-data: install  ## the small copy of Imagenette (<= 60 MiB, from IMAGENETTE_PATH) that the GPU check takes
+	rm -rf $(GPU_DATA)
+	$(BIN)/python scripts/make_gpu_data.py $(GPU_DATA)
+
+gpu-check: gpu-data  ## every recipe in full mode on one GPU, in <= 8 minutes: ledger and summary.json in $(GPU_OUT)/
+	$(BIN)/python scripts/gpu_check.py $(GPU_DATA) --out $(GPU_OUT)
 
 clean:
 	rm -rf $(VENV) build *.egg-info _docs _site _sphinx _site_check

@@ -1,0 +1,184 @@
+#!/usr/bin/env python
+"""The full-mode check on one GPU: every recipe through the `imagenette-course run` CLI, a ledger and a summary.json.
+
+    python scripts/gpu_check.py DATA --out results/gpu-check            # full mode, on one NVIDIA GPU, no internet
+    python scripts/gpu_check.py DATA --out /tmp/smoke --smoke           # tiny settings on a CPU, so it can't rot
+
+DATA is an Imagenette folder (train/ and val/), usually the small copy that scripts/make_gpu_data.py makes. The
+recipes run one after the other in this process (one import of torch and fastai, one CUDA start-up), the ones with
+a number in the book first, so that if the time budget runs out those are the results that exist. summary.json is
+rewritten after every recipe, so a run that is killed still leaves what it finished.
+"""
+import argparse, gc, json, sys, time, traceback, warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+# fastai's import triggers a torch deprecation warning that says nothing to someone running the check
+warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', category=FutureWarning)
+import imagenette_course.cli as cli  # importing the CLI registers every chapter's recipe
+from imagenette_course.data import MODES, SPLITS, DataError, check_imagenette, device_name, resolve_data_path
+from imagenette_course.training import BOOK_RESULTS, RECIPES, library_versions, read_ledger
+
+# The book's chapter 7 trains at 2:13 per epoch at 224 px (the issue's reference for the speed comparison).
+BOOK_SECONDS_PER_EPOCH_224 = 133
+# --smoke: small and fast enough for CI on 2 CPU cores; flags given explicitly still win.
+SMOKE = dict(mode='quick', epochs=1, size=32, bs=16)
+
+
+def whole_number(s):
+    "argparse type: a whole number >= 1"
+    try: n = int(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
+    if n < 1: raise argparse.ArgumentTypeError(f"{n} is too small: it must be at least 1")
+    return n
+
+
+def make_parser():
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('data', help="Imagenette folder holding train/ and val/ (e.g. made by scripts/make_gpu_data.py)")
+    p.add_argument('--out', required=True, help="folder for ledger.jsonl and summary.json (created if missing)")
+    p.add_argument('--smoke', action='store_true',
+                   help=f"tiny run that works on a CPU: {', '.join(f'{k} {v}' for k, v in SMOKE.items())}")
+    p.add_argument('--recipes', help=f"comma-separated recipes to run (default: all: {','.join(RECIPES)})")
+    p.add_argument('--budget-min', type=float, default=8,
+                   help="minutes the whole check may take; later recipes are skipped once it is spent (default 8)")
+    p.add_argument('--mode', choices=list(MODES), help="default: full (quick with --smoke)")
+    p.add_argument('--epochs', type=whole_number, help="override every recipe's epochs")
+    p.add_argument('--size', type=whole_number, help="override every recipe's image size in px")
+    p.add_argument('--bs', type=whole_number, help="override every recipe's batch size")
+    return p
+
+
+def recipe_order(selected=None):
+    "The recipes to run: those with a book result first (in the book's order), then the rest as registered"
+    names = [n for n in BOOK_RESULTS if n in RECIPES] + [n for n in RECIPES if n not in BOOK_RESULTS]
+    return names if selected is None else [n for n in names if n in selected]
+
+
+def cli_args(args, data, ledger):
+    "The `imagenette-course run RECIPE` arguments shared by every recipe"
+    argv = ['--mode', args.mode, '--data', str(data), '--ledger', str(ledger)]
+    for flag in ('epochs', 'size', 'bs'):
+        if getattr(args, flag) is not None: argv += [f'--{flag}', str(getattr(args, flag))]
+    return argv
+
+
+def data_facts(path):
+    "Images per split, MiB on disk and pixel size of the first image of `path`"
+    files = {split: sorted(f for f in (path/split).rglob('*') if f.is_file()) for split in SPLITS}
+    with Image.open(files['train'][0]) as im: px = list(im.size)
+    return dict(path=str(path), images={s: len(f) for s, f in files.items()},
+                mib=round(sum(f.stat().st_size for fs in files.values() for f in fs) / 2**20, 1), image_px=px)
+
+
+def run_one(name, argv, ledger):
+    "Run recipe `name` through the CLI; (status, error, seconds, the ledger records it added)"
+    before = len(read_ledger(ledger))
+    start, status, error = time.perf_counter(), 'ok', None
+    try: cli.main(['run', name, *argv])
+    except SystemExit as e:  # the CLI's own exits: bad data, a bad checkpoint, Ctrl-C
+        if e.code == 130: raise
+        status, error = 'failed', f"imagenette-course exited with status {e.code}"
+    except Exception as e:  # one broken recipe must not hide the results of the others
+        traceback.print_exc()
+        status, error = 'failed', f"{type(e).__name__}: {e}"
+    seconds = round(time.perf_counter() - start, 1)
+    added = read_ledger(ledger)[before:]
+    if status == 'ok' and not added: status, error = 'failed', "finished without writing a ledger record"
+    return status, error, seconds, added
+
+
+def recipe_result(name, status, error, seconds, record):
+    "One recipe's entry in summary.json, with the book's accuracy beside ours where the book has one"
+    res = dict(recipe=name, status=status, error=error, seconds=seconds)
+    if record is None: return res
+    extra = record.get('extra', {})
+    res.update({k: record[k] for k in ('accuracy', 'sizes', 'epochs', 'n_train', 'n_valid', 'wall_time_s', 'device')})
+    res.update(accuracy_tta=extra.get('accuracy_tta'),
+               seconds_per_epoch=extra.get('seconds_per_epoch'),  # {px: s}, from recipes that time their epochs
+               wall_s_per_epoch=round(record['wall_time_s'] / record['epochs'], 1))  # upper bound: includes set-up
+    if name in BOOK_RESULTS:
+        book, source = BOOK_RESULTS[name]
+        ours = res['accuracy_tta'] if name == 'tta' else res['accuracy']
+        res.update(book_accuracy=book, book_source=source, vs_book_pp=round(100 * (ours - book), 2))
+    return res
+
+
+def seconds_per_epoch_by_size(results):
+    "Mean seconds per training epoch at each image size, over the recipes that timed their epochs"
+    by_size = {}
+    for r in results:
+        for px, secs in (r.get('seconds_per_epoch') or {}).items(): by_size.setdefault(str(px), []).append(secs)
+    return {px: round(sum(s) / len(s), 2) for px, s in sorted(by_size.items(), key=lambda kv: int(kv[0]))}
+
+
+def write_summary(path, header, results, elapsed):
+    "Write summary.json (whole, via a temporary file) with everything so far"
+    spe = seconds_per_epoch_by_size(results)
+    summary = dict(header, results=results, total_s=round(elapsed, 1),
+                   within_budget=elapsed <= header['budget_s'], seconds_per_epoch=spe,
+                   speedup_vs_book_224=round(BOOK_SECONDS_PER_EPOCH_224 / spe['224'], 1) if '224' in spe else None)
+    tmp = path.with_suffix('.tmp')
+    tmp.write_text(json.dumps(summary, indent=2) + '\n')
+    tmp.replace(path)
+    return summary
+
+
+def print_table(summary):
+    print(f"\n{summary['device']}, {summary['mode']} mode, {summary['total_s']:.0f} s "
+          f"(budget {summary['budget_s']:.0f} s), seconds per epoch by px: {summary['seconds_per_epoch'] or 'n/a'}")
+    for r in summary['results']:
+        acc = f"{r['accuracy']:.2%}" if 'accuracy' in r else '-'
+        tta = f", TTA {r['accuracy_tta']:.2%}" if r.get('accuracy_tta') is not None else ''
+        book = f", book {r['book_accuracy']:.2%}" if 'book_accuracy' in r else ''
+        print(f"  {r['recipe']:22} {r['status']:8} {acc}{tta}{book}, {r['seconds']:.0f} s"
+              + (f"  ({r['error']})" if r['error'] else ''))
+
+
+def main(argv=None):
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if args.smoke:
+        for k, v in SMOKE.items():
+            if getattr(args, k) is None: setattr(args, k, v)
+        # The smoke run checks the plumbing, not the speed. On a CPU that other processes also use, a second torch
+        # thread makes every tiny op wait for a core: one recipe took 60 s with two threads, 3 s with one.
+        torch.set_num_threads(1)
+    args.mode = args.mode or 'full'
+    try: data = check_imagenette(resolve_data_path(args.data))
+    except DataError as e: parser.error(f"{e}\nTo make a small copy: python scripts/make_gpu_data.py SOURCE {args.data}")
+    if not args.smoke and not torch.cuda.is_available():
+        parser.error("no CUDA GPU is visible: the full-mode check needs one. Use --smoke for the small CPU run.")
+    selected = None if args.recipes is None else args.recipes.split(',')
+    unknown = set(selected or []) - set(RECIPES)
+    if unknown: parser.error(f"unknown recipe(s) {', '.join(sorted(unknown))}: choose from {', '.join(RECIPES)}")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ledger, summary_path = out/'ledger.jsonl', out/'summary.json'
+    header = dict(smoke=args.smoke, mode=args.mode, overrides={k: getattr(args, k) for k in ('epochs', 'size', 'bs')},
+                  device=device_name(), versions=library_versions(), data=data_facts(data),
+                  started=datetime.now(timezone.utc).isoformat(timespec='seconds'), budget_s=60 * args.budget_min,
+                  ledger=str(ledger), book=dict(seconds_per_epoch_224=BOOK_SECONDS_PER_EPOCH_224,
+                                                accuracy={k: v[0] for k, v in BOOK_RESULTS.items()}))
+    start, results = time.perf_counter(), []
+    for name in recipe_order(selected):
+        if time.perf_counter() - start > header['budget_s']:
+            results.append(recipe_result(name, 'skipped', "the time budget was spent before it could start", 0, None))
+            continue
+        status, error, seconds, added = run_one(name, cli_args(args, data, ledger), ledger)
+        results.append(recipe_result(name, status, error, seconds, added[-1] if added else None))
+        write_summary(summary_path, header, results, time.perf_counter() - start)
+        gc.collect()  # the finished recipe's learner and data loaders: free them before the next recipe
+        if torch.cuda.is_available(): torch.cuda.empty_cache()
+    summary = write_summary(summary_path, header, results, time.perf_counter() - start)
+    print_table(summary)
+    print(f"Wrote {summary_path} and {ledger}")
+    ok = all(r['status'] == 'ok' for r in results) and summary['within_budget']
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == '__main__': main()

@@ -52,7 +52,7 @@ def optimizer_state_size(learn):
 
 # %% ../nbs/04_progressive_resizing.ipynb #e7f02428
 def fine_tune_phases(dls, epochs, base_lr, freeze_epochs=1, lr_mult=100, pct_start=0.3, div=5.0):
-    "`Learner.fine_tune(epochs, base_lr)` as two `Phase`s, for a model with a single parameter group"
+    "`Learner.fine_tune(epochs, base_lr)` as two phases (`Phase`), for a model with a single parameter group"
     return [Phase(dls, freeze_epochs, slice(base_lr), dict(pct_start=0.99), fresh_optimizer=True),
             Phase(dls, epochs, slice(base_lr / 2 / lr_mult, base_lr / 2), dict(pct_start=pct_start, div=div),
                   fresh_optimizer=True)]

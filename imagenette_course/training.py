@@ -43,7 +43,8 @@ class GlooFriendlyDL(DistributedDL):
         return t.tolist()
 
 class DataParallelTrainer(DistributedTrainer):
-    "fastai's `DistributedTrainer` with `GlooFriendlyDL`"
+    "fastai's `DistributedTrainer` with `GlooFriendlyDL`; `kwargs` go to Accelerate's `Accelerator`"
+    def __init__(self, sync_bn=True, **kwargs): super().__init__(sync_bn, **kwargs)
     def _wrap_dl(self, dl): return dl if isinstance(dl, DistributedDL) else GlooFriendlyDL(dl, device=self.learn.model.device)
 
 def speed_up(learn):

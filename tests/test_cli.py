@@ -38,7 +38,7 @@ def test_incomplete_data_folder_is_reported_before_training(fake_imagenette, cap
 
 def test_interrupted_run_writes_nothing(fake_imagenette, monkeypatch, capsys, isolated_ledger):
     def interrupted(cfg): raise KeyboardInterrupt
-    interrupted.mode_settings, interrupted.resumable = {}, False
+    interrupted.mode_settings, interrupted.resumable, interrupted.chapter = {}, False, 2
     monkeypatch.setitem(training.RECIPES, 'baseline', interrupted)
     with pytest.raises(SystemExit) as e: main(['run', 'baseline', '--data', str(fake_imagenette)])
     assert e.value.code == 130 and 'interrupted' in capsys.readouterr().err

@@ -28,14 +28,6 @@ BOOK_SECONDS_PER_EPOCH_224 = 133
 SMOKE = dict(mode='quick', epochs=1, size=32, bs=16)
 
 
-def whole_number(s):
-    "argparse type: a whole number >= 1"
-    try: n = int(s)
-    except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
-    if n < 1: raise argparse.ArgumentTypeError(f"{n} is too small: it must be at least 1")
-    return n
-
-
 def make_parser():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('data', help="Imagenette folder holding train/ and val/ (e.g. made by scripts/make_gpu_data.py)")
@@ -46,9 +38,9 @@ def make_parser():
     p.add_argument('--budget-min', type=float, default=8,
                    help="minutes the whole check may take; later recipes are skipped once it is spent (default 8)")
     p.add_argument('--mode', choices=list(MODES), help="default: full (quick with --smoke)")
-    p.add_argument('--epochs', type=whole_number, help="override every recipe's epochs")
-    p.add_argument('--size', type=whole_number, help="override every recipe's image size in px")
-    p.add_argument('--bs', type=whole_number, help="override every recipe's batch size")
+    p.add_argument('--epochs', type=cli.positive_int, help="override every recipe's epochs")
+    p.add_argument('--size', type=cli.positive_int, help="override every recipe's image size in px")
+    p.add_argument('--bs', type=cli.positive_int, help="override every recipe's batch size")
     return p
 
 

@@ -14,6 +14,7 @@ from fastai.metrics import accuracy
 from .label_smoothing import LabelSmoothingCE
 from .mixup import MixUpFromScratch
 from .progressive import first_stage_config, progressive_training
+from .tta import fastai_tta
 from .training import BOOK_RESULTS, recipe, recipe_names
 
 # %% ../nbs/08_sota.ipynb #e66299a6
@@ -25,7 +26,7 @@ def sota(cfg, checkpoint=None):
     mixup = first_stage_config(cfg).epochs + 1 + cfg.epochs >= MIXUP_MIN_EPOCHS
     res = progressive_training(cfg, checkpoint, loss_func=LabelSmoothingCE(0.1),
                                cbs=[MixUpFromScratch(0.4)] if mixup else [])
-    preds, targs = res.learn.tta()
+    preds, targs = fastai_tta(res.learn)
     res.extra.update(accuracy_tta=accuracy(preds, targs).item(), mixup=mixup)
     return res
 

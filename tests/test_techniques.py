@@ -14,7 +14,7 @@ from imagenette_course.mixup import MixUpFromScratch, compare_with_fastai, mix_i
 from imagenette_course.normalization import channel_stats, export_roundtrip
 from imagenette_course.progressive import EpochTimer, ProgressiveResize, seconds_per_epoch, size_schedule
 from imagenette_course.training import xresnet_learner
-from imagenette_course.tta import blend_tta, flip_tta, predictions, tta, tta_matches_fastai
+from imagenette_course.tta import blend_tta, fastai_tta, flip_tta, predictions, tta, tta_matches_fastai
 
 
 @pytest.fixture
@@ -84,6 +84,22 @@ def test_tta_equals_fastai_on_the_same_batches(dls):
     fit_quietly(learn, 1)
     for n, beta in [(4, 0.25), (2, 0.5), (3, 0.0)]:
         assert tta_matches_fastai(learn, n=n, beta=beta) < 1e-5
+
+
+def test_fastai_tta_draws_no_progress_bar_and_keeps_the_callback(dls, monkeypatch):
+    import fastai.learner
+    bars = []
+    class CountingBar(fastai.learner.master_bar):
+        def __init__(self, *args, **kwargs):
+            bars.append(self)
+            super().__init__(*args, **kwargs)
+    monkeypatch.setattr(fastai.learner, 'master_bar', CountingBar)
+    learn = small_learner(dls)
+    learn.tta(n=1)
+    assert len(bars) == 1
+    preds, targs = fastai_tta(learn, n=1)
+    assert len(bars) == 1 and preds.shape == (len(dls.valid_ds), dls.c) and len(targs) == len(dls.valid_ds)
+    assert hasattr(learn, 'progress')
 
 
 def test_blend_tta_weights():

@@ -157,9 +157,11 @@ def recipe_names():
     return sorted(RECIPES, key=lambda name: RECIPES[name].chapter)
 
 def recipe_config(name, mode=None, **overrides):
-    "The `RunConfig` of recipe `name` in `mode`: the mode's defaults, then the recipe's, then `overrides`"
+    "The `RunConfig` of recipe `name` in `mode`: the mode's defaults, then the recipe's, then the `overrides` that aren't `None`"
     if name not in RECIPES: raise ValueError(f"unknown recipe {name!r}: choose from {', '.join(RECIPES)}")
-    return run_config(mode, **{**RECIPES[name].mode_settings.get(get_mode(mode), {}), **overrides})
+    # the CLI passes every unset option as None, which must not hide the recipe's own settings
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return run_config(mode, **{**RECIPES[name].mode_settings.get(get_mode(mode), {}), **given})
 
 @dataclass
 class RecipeResult:

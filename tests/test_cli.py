@@ -45,6 +45,18 @@ def test_interrupted_run_writes_nothing(fake_imagenette, monkeypatch, capsys, is
     assert not isolated_ledger.exists()
 
 
+class Configured(Exception): "Carries the config a stand-in recipe was called with"
+
+@pytest.mark.parametrize('options, epochs, size', [([], 1, 48), (['--epochs', '2'], 2, 48), (['--size', '40'], 1, 40)])
+def test_unset_options_keep_the_recipes_own_settings(fake_imagenette, monkeypatch, isolated_ledger, options, epochs, size):
+    def stand_in(cfg): raise Configured(cfg)
+    stand_in.mode_settings, stand_in.resumable, stand_in.chapter = dict(quick=dict(epochs=1, size=48)), False, 4
+    monkeypatch.setitem(training.RECIPES, 'progressive', stand_in)
+    with pytest.raises(Configured) as e: main(['run', 'progressive', '--data', str(fake_imagenette), '--mode', 'quick', *options])
+    cfg = e.value.args[0]
+    assert (cfg.epochs, cfg.size, cfg.bs) == (epochs, size, 32)
+
+
 def test_report(capsys, isolated_ledger, tmp_path):
     main(['report'])
     assert 'No runs recorded yet' in capsys.readouterr().out

@@ -65,6 +65,7 @@ def plot_comparison(records):
     ax1.legend(fontsize=8)
     for mode, marker in (('quick', 's'), ('full', '^')):
         pts = [r for r in runs if r['mode'] == mode]
+        if not pts: continue
         ax2.scatter([r['wall_time_s'] for r in pts], [r['accuracy'] for r in pts], marker=marker, label=f'{mode} mode')
         for r in pts: ax2.annotate(r['recipe'], (r['wall_time_s'], r['accuracy']), fontsize=7, xytext=(3, 3),
                                    textcoords='offset points')

@@ -8,6 +8,8 @@ Docs: https://imagenette-course.github.io/imagenette_course/normalization.html.m
 __all__ = ['batch_channel_stats', 'pixel_sums', 'channel_stats', 'normalized', 'export_roundtrip']
 
 # %% ../nbs/03_normalization.ipynb #7776f006
+import warnings
+
 import numpy as np
 from PIL import Image
 from fastcore.parallel import parallel
@@ -50,7 +52,10 @@ def normalized(cfg):
 def export_roundtrip(learn, files, fname):
     "Export `learn` to `fname`, load it back, and return both learners' predictions on `files`"
     learn.export(fname)
-    loaded = load_learner(fname)
+    with warnings.catch_warnings():
+        # fastai warns that unpickling can run code; this file was written by the line above
+        warnings.filterwarnings('ignore', message='load_learner` uses', category=UserWarning)
+        loaded = load_learner(fname)
     preds = learn.get_preds(dl=learn.dls.test_dl(files))[0]
     preds_loaded = loaded.get_preds(dl=loaded.dls.test_dl(files))[0]
     return preds, preds_loaded, loaded

@@ -11,7 +11,7 @@ __all__ = ['CLASS_NAMES', 'SPLITS', 'MODES', 'class_name', 'DataError', 'resolve
 
 # %% ../nbs/01_data.ipynb #2484963b
 import os, random, warnings
-from dataclasses import dataclass, replace, asdict
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch

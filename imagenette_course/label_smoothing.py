@@ -14,7 +14,7 @@ from torch import nn
 
 from .data import dls_from_config
 from .mixup import MixUpFromScratch
-from .training import RecipeResult, final_accuracy, recipe, xresnet_learner
+from .training import recipe, train_one_cycle, xresnet_learner
 
 # %% ../nbs/07_label_smoothing.ipynb #0ca2e774
 def smooth_targets(y, n_classes, eps=0.1):
@@ -41,6 +41,4 @@ class LabelSmoothingCE(nn.Module):
 @recipe('label-smoothing', chapter=7)
 def label_smoothing(cfg):
     "The normalized baseline trained with `LabelSmoothingCE(0.1)` instead of plain cross-entropy"
-    learn = xresnet_learner(dls_from_config(cfg), loss_func=LabelSmoothingCE(0.1))
-    learn.fit_one_cycle(cfg.epochs, cfg.lr)
-    return RecipeResult(learn, final_accuracy(learn), [cfg.size], cfg.epochs)
+    return train_one_cycle(cfg, loss_func=LabelSmoothingCE(0.1))

@@ -19,7 +19,7 @@ from fastai.layers import NoneReduce
 from fastai.callback.mixup import MixUp, reduce_loss
 
 from .data import dls_from_config
-from .training import RecipeResult, final_accuracy, recipe, xresnet_learner
+from .training import recipe, train_one_cycle, xresnet_learner
 
 # %% ../nbs/06_mixup.ipynb #f1e65481
 def mix_targets(y, lam, partner_y, n_classes):
@@ -85,6 +85,4 @@ def compare_with_fastai(learn, x, y, alpha=0.4):
 @recipe('mixup', chapter=6, full=dict(epochs=20, size=128, bs=128))
 def mixup(cfg):
     "Normalized baseline plus `MixUpFromScratch(0.4)`; full mode trains 20 epochs at 128 px, since mixup needs long runs"
-    learn = xresnet_learner(dls_from_config(cfg), cbs=MixUpFromScratch(0.4))
-    learn.fit_one_cycle(cfg.epochs, cfg.lr)
-    return RecipeResult(learn, final_accuracy(learn), [cfg.size], cfg.epochs)
+    return train_one_cycle(cfg, cbs=MixUpFromScratch(0.4))

@@ -16,7 +16,7 @@ from fastcore.parallel import parallel
 from fastai.learner import load_learner
 
 from .data import dls_from_config
-from .training import RecipeResult, final_accuracy, recipe, xresnet_learner
+from .training import recipe, train_one_cycle
 
 # %% ../nbs/03_normalization.ipynb #3dd9da0f
 def batch_channel_stats(dls):
@@ -44,9 +44,7 @@ def channel_stats(files, n_workers=2):
 @recipe('normalized', chapter=3)
 def normalized(cfg):
     "The baseline with `Normalize.from_stats(*imagenet_stats)` as the last batch transform"
-    learn = xresnet_learner(dls_from_config(cfg, normalize=True))
-    learn.fit_one_cycle(cfg.epochs, cfg.lr)
-    return RecipeResult(learn, final_accuracy(learn), [cfg.size], cfg.epochs)
+    return train_one_cycle(cfg)
 
 # %% ../nbs/03_normalization.ipynb #05efe448
 def export_roundtrip(learn, files, fname):

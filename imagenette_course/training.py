@@ -7,9 +7,9 @@ Docs: https://imagenette-course.github.io/imagenette_course/baseline.html.md"""
 # %% auto #0
 __all__ = ['BOOK_RESULTS', 'RECIPES', 'GlooFriendlyDL', 'DataParallelTrainer', 'speed_up', 'xresnet_learner', 'library_versions',
            'RunRecord', 'ledger_path', 'append_record', 'read_ledger', 'recipe', 'recipe_names', 'recipe_config',
-           'RecipeResult', 'final_accuracy', 'baseline', 'CheckpointError', 'checkpoint_dir', 'unwrapped', 'Checkpoint',
-           'plain_values', 'run_key', 'Phase', 'SaveEachEpoch', 'train_in_phases', 'finished_record', 'run_recipe',
-           'find_run', 'run_or_reuse']
+           'RecipeResult', 'final_accuracy', 'train_one_cycle', 'baseline', 'CheckpointError', 'checkpoint_dir',
+           'unwrapped', 'Checkpoint', 'plain_values', 'run_key', 'Phase', 'SaveEachEpoch', 'train_in_phases',
+           'finished_record', 'run_recipe', 'find_run', 'run_or_reuse']
 
 # %% ../nbs/02_baseline.ipynb #776669b3
 import fcntl, hashlib, json, os, platform, tempfile, time, uuid, warnings
@@ -23,7 +23,7 @@ from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.fp16 import AMPMode, MixedPrecision
 from fastai.callback.progress import ProgressCallback  # registers the progress bar and per-epoch table
 from fastai.callback.core import Callback
-from fastai.callback.schedule import fit_one_cycle
+from fastai.callback.schedule import fit_one_cycle  # adds Learner.fit_one_cycle
 from fastai.distributed import DistributedDL, DistributedTrainer
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
@@ -31,7 +31,7 @@ from fastai.metrics import accuracy
 from fastai.torch_core import num_distrib, rank_distrib, set_seed
 from fastai.vision.models.xresnet import xresnet50
 
-from .data import RunConfig, run_config, dls_from_config, device_name, get_mode
+from .data import run_config, dls_from_config, device_name, get_mode
 
 # %% ../nbs/02_baseline.ipynb #6f9e1122
 class GlooFriendlyDL(DistributedDL):
@@ -177,12 +177,16 @@ def final_accuracy(learn):
     "Validation accuracy of `learn` now"
     return float(learn.validate()[1])
 
+def train_one_cycle(cfg, normalize=True, **kwargs):
+    "xresnet50 from scratch on `cfg`'s data, `fit_one_cycle` for `cfg.epochs`; `kwargs` go to `xresnet_learner`"
+    learn = xresnet_learner(dls_from_config(cfg, normalize=normalize), **kwargs)
+    learn.fit_one_cycle(cfg.epochs, cfg.lr)
+    return RecipeResult(learn, final_accuracy(learn), [cfg.size], cfg.epochs)
+
 @recipe('baseline', chapter=2)
 def baseline(cfg):
     "The book's baseline: xresnet50 from scratch, unnormalized images, `fit_one_cycle` for `cfg.epochs` at `cfg.size`"
-    learn = xresnet_learner(dls_from_config(cfg, normalize=False))
-    learn.fit_one_cycle(cfg.epochs, cfg.lr)
-    return RecipeResult(learn, final_accuracy(learn), [cfg.size], cfg.epochs)
+    return train_one_cycle(cfg, normalize=False)
 
 # %% ../nbs/02_baseline.ipynb #07078bcd
 class CheckpointError(Exception):

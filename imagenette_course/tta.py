@@ -17,7 +17,7 @@ from fastai.callback.core import Callback
 from fastai.metrics import accuracy
 
 from .progressive import progressive
-from .training import RecipeResult, recipe
+from .training import recipe
 
 # %% ../nbs/05_tta.ipynb #4f1c2a9e
 def fastai_tta(learn, **kwargs):

@@ -7,14 +7,17 @@ SHARED_DATA := $(abspath ../shared/data/imagenette)
 export IMAGENETTE_PATH ?= $(if $(wildcard $(SHARED_DATA)/train),$(SHARED_DATA))
 NOTEBOOKS := $(wildcard nbs/[0-9]*.ipynb)
 
-.PHONY: install run test test-unit test-nbs sync-check notebooks docs docs-check clean bench gpu-data gpu-check
+.PHONY: install run test test-unit test-nbs sync-check notebooks docs docs-check clean bench gpu-data gpu-check dist
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The package declares version ranges; the course's environment gets the exact versions from the constraints file.
+CONSTRAINTS := requirements/constraints.txt
+
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,docs]'
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev,docs]'
 	touch $@
 
 run: install  ## the main job, the whole chapter: quick mode on a CPU, full mode on a GPU
@@ -66,3 +69,9 @@ gpu-check: gpu-data  ## every recipe in full mode on one GPU, in <= 8 minutes: l
 
 clean:
 	rm -rf $(VENV) build *.egg-info _docs _site _sphinx _site_check
+
+# --- Packaging (issue 13) ---------------------------------------------------------------------------------------
+dist: install  ## the sdist and wheel a release uploads to PyPI, in dist/, checked with twine
+	rm -rf dist build/lib build/bdist.*  # a module removed from the source must not live on in the wheel
+	$(BIN)/python -m build --no-isolation --outdir dist
+	$(BIN)/twine check --strict dist/*

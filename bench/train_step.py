@@ -5,7 +5,7 @@ One step is forward, backward and an Adam update on a batch of random images (th
 separately by data_pipeline.py). Each configuration runs in its own process, so its peak resident memory
 (ru_maxrss) is its own and not the largest of all the runs before it. Run it with `make bench`; a few minutes.
 """
-import argparse, json, os, resource, subprocess, sys, time, warnings
+import argparse, json, os, resource, subprocess, sys, time
 
 FORMATS = ('contiguous', 'channels_last')
 
@@ -13,8 +13,7 @@ FORMATS = ('contiguous', 'channels_last')
 def measure(size, fmt, bs, steps, warmup):
     "Images per second of xresnet50 training steps at `size` px in memory format `fmt`, and peak RSS in MiB"
     import torch
-    # fastai's import triggers a torch deprecation warning that says nothing to someone running the benchmark
-    warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', category=FutureWarning)
+    import imagenette_course  # first: it quiets a deprecation warning that importing fastai triggers
     from fastai.vision.models.xresnet import xresnet50
     torch.manual_seed(0)
     model, x, y = xresnet50(n_out=10), torch.randn(bs, 3, size, size), torch.randint(0, 10, (bs,))

@@ -20,6 +20,9 @@ from playwright.sync_api import sync_playwright
 
 from build_site import PACKAGE, ROOT, modules, notebooks, page_name
 
+# Every chapter page links to its notebook in Colab (the notebook's Open in Colab badge).
+COLAB = 'https://colab.research.google.com/github/imagenette-course/imagenette_course/blob/main/nbs/'
+
 CHROMIUM = '/usr/bin/chromium'  # Debian's package: Playwright's own browser downloads need internet
 # Flags for a quiet, self-contained browser: no sandbox (CI runs as root), no GPU, no calls home.
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
@@ -34,7 +37,7 @@ PAGE_JS = """() => {
   return {
     title, title_visible: !!h1 && h1.getBoundingClientRect().height > 0,
     broken_images: [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src),
-    n_figures: document.querySelectorAll('article img').length,
+    n_figures: document.querySelectorAll('article img:not([alt="Open In Colab"])').length,  // the badge is no figure
     links: [...document.querySelectorAll('a[href]')].map(a => a.href),
     ids: [...document.querySelectorAll('[id], a[name]')].map(e => e.id || e.name),
     code: [...document.querySelectorAll('article pre')].map(p => p.textContent),
@@ -151,6 +154,8 @@ def chapter_problems(base, chapter, reports):
         problems.append(f'{url}: H1 is {info["title"]!r}, expected the notebook title {chapter.title!r}')
     if info['n_figures'] < chapter.n_figures:
         problems.append(f'{url}: {info["n_figures"]} figures shown, the notebook has {chapter.n_figures}')
+    if COLAB + chapter.nb.name not in info['links']:
+        problems.append(f'{url}: no Open in Colab link to {COLAB + chapter.nb.name}')
     plumbing = [l for code in info['code'] for l in code.splitlines() if re.match(r'\s*(#\||#\s*NBVAL_)', l)]
     if plumbing: problems.append(f'{url}: nbdev plumbing shown: {plumbing}')
     return problems

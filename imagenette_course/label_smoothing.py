@@ -1,4 +1,4 @@
-"""Ask for 0.91 instead of 1: targets that leave a little probability for every class make models less over-confident and more robust to wrong labels.
+"""Ask for 0.91 instead of 1: targets that leave a little probability to every class make a model less over-confident and more forgiving of wrong labels.
 
 Docs: https://imagenette-course.github.io/imagenette_course/label_smoothing.html.md"""
 
@@ -7,26 +7,30 @@ Docs: https://imagenette-course.github.io/imagenette_course/label_smoothing.html
 # %% auto #0
 __all__ = ['smooth_targets', 'LabelSmoothingCE', 'label_smoothing']
 
-# %% ../nbs/07_label_smoothing.ipynb #ccdca928
+# %% ../nbs/07_label_smoothing.ipynb #2d9d5864
+from fastai.callback.schedule import fit_one_cycle  # adds Learner.fit_one_cycle
+from fastai.learner import Learner
+from fastai.losses import LabelSmoothingCrossEntropy
+from fastai.metrics import accuracy
+from fastai.vision.models.xresnet import xresnet50
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import dls_from_config
-from .mixup import MixUpFromScratch
-from .training import recipe, train_one_cycle, xresnet_learner
+from .data import get_dls
 
-# %% ../nbs/07_label_smoothing.ipynb #0ca2e774
+# %% ../nbs/07_label_smoothing.ipynb #3e5a1371
 def smooth_targets(y, n_classes, eps=0.1):
-    "Targets for class indices `y`: `1 - eps + eps/n_classes` on the true class, `eps/n_classes` on every other"
+    "Targets for class indices `y`: `1 - eps + eps/n_classes` on the labelled class, `eps/n_classes` on every other"
     return F.one_hot(y, n_classes).float() * (1 - eps) + eps / n_classes
 
-# %% ../nbs/07_label_smoothing.ipynb #893f3f1a
+# %% ../nbs/07_label_smoothing.ipynb #b3c055cc
 class LabelSmoothingCE(nn.Module):
     "Cross-entropy against `smooth_targets(y, n_classes, eps)`"
-    y_int = True  # takes class indices, so mixup can blend it per item
+    y_int = True  # takes class indices, so mixup can blend its per-item losses
 
-    def __init__(self, eps=0.1, reduction='mean'):
+    def __init__(self, eps:float=0.1,      # how much of the target is spread evenly over all classes
+                 reduction:str='mean'):  # 'mean', 'sum' or 'none' (per item), as in PyTorch
         super().__init__()
         self.eps, self.reduction = eps, reduction
 
@@ -37,8 +41,11 @@ class LabelSmoothingCE(nn.Module):
     def activation(self, x): return F.softmax(x, dim=-1)
     def decodes(self, x): return x.argmax(dim=-1)
 
-# %% ../nbs/07_label_smoothing.ipynb #b5b9f745
-@recipe('label-smoothing', chapter=7)
-def label_smoothing(cfg):
-    "The normalized baseline trained with `LabelSmoothingCE(0.1)` instead of plain cross-entropy"
-    return train_one_cycle(cfg, loss_func=LabelSmoothingCE(0.1))
+# %% ../nbs/07_label_smoothing.ipynb #71921986
+def label_smoothing(cfg,
+                    eps:float=0.1): # the weight of the uniform part of the target (fastai's default)
+    "The book's label smoothing on `cfg`'s data and sizes: normalized images, xresnet50, `LabelSmoothingCrossEntropy`"
+    dls = get_dls(cfg.bs, cfg.size, **cfg.subset)
+    learn = Learner(dls, xresnet50(n_out=dls.c), loss_func=LabelSmoothingCrossEntropy(eps), metrics=accuracy)
+    learn.fit_one_cycle(cfg.epochs, cfg.lr)
+    return learn

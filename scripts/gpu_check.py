@@ -5,25 +5,30 @@
     python scripts/gpu_check.py DATA --out /tmp/smoke --smoke           # tiny settings on a CPU, so it can't rot
 
 DATA is an Imagenette folder (train/ and val/), usually the small copy that scripts/make_gpu_data.py makes. The
-recipes run one after the other in this process (one import of torch and fastai, one CUDA start-up), the ones with
-a number in the book first, so that if the time budget runs out those are the results that exist. summary.json is
-rewritten after every recipe, so a run that is killed still leaves what it finished.
+recipes run one after the other in this process (one import of torch and fastai, one CUDA start-up, and chapter 5's
+TTA measured on the model chapter 4's recipe has just trained), the ones with a number in the book first, so that if
+the time budget runs out those are the results that exist. Then chapter 7's noisy-label experiment: plain
+cross-entropy and label smoothing trained on 25% noisy labels (their 0% runs are the recipes themselves), when the
+data folder has its noisy-label CSV. summary.json is rewritten after every run, so a run that is killed still leaves
+what it finished.
 """
-import argparse, gc, json, sys, time, traceback, warnings
+import argparse, gc, json, sys, time, traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-# fastai's import triggers a torch deprecation warning that says nothing to someone running the check
-warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', category=FutureWarning)
+import imagenette_course  # first: it quiets a deprecation warning that importing fastai triggers
 import imagenette_course.cli as cli  # importing the CLI registers every chapter's recipe
-from imagenette_course.data import MODES, SPLITS, DataError, check_imagenette, device_name, resolve_data_path
-from imagenette_course.training import BOOK_RESULTS, RECIPES, library_versions, read_ledger
+from imagenette_course.data import DATASETS, MODES, SPLITS, DataError, check_imagenette, device_name, resolve_data_path
+from imagenette_course.baseline import BOOK, REFERENCE_EPOCH_SECONDS, REFERENCES
+from imagenette_course.ledger import library_versions, read_ledger
+from imagenette_course.recipes import RECIPES
 
-# The book's chapter 7 trains at 2:13 per epoch at 224 px (the issue's reference for the speed comparison).
-BOOK_SECONDS_PER_EPOCH_224 = 133
+# The fastbook notebook's accuracies and seconds per epoch at 224 px, to compare with
+BOOK_RESULTS = {name: (acc, setting) for name, acc, source, setting in REFERENCES if source == BOOK}
+BOOK_SECONDS_PER_EPOCH_224 = dict((source, s) for s, source in REFERENCE_EPOCH_SECONDS)[BOOK]
 # --smoke: small and fast enough for CI on 2 CPU cores; flags given explicitly still win.
 SMOKE = dict(mode='quick', epochs=1, size=32, bs=16)
 
@@ -44,15 +49,20 @@ def make_parser():
     return p
 
 
-def recipe_order(selected=None):
-    "The recipes to run: those with a book result first (in the book's order), then the rest as registered"
+# Chapter 7's experiment: does label smoothing help when 25% of the training labels are wrong?
+NOISE_EXPERIMENT = [('normalized', 25), ('label-smoothing', 25)]
+
+
+def run_order(selected=None, noise=True):
+    "(recipe, noise %) pairs to run: recipes with a book result first (the book's order), the rest, then the noise runs"
     names = [n for n in BOOK_RESULTS if n in RECIPES] + [n for n in RECIPES if n not in BOOK_RESULTS]
-    return names if selected is None else [n for n in names if n in selected]
+    runs = [(n, 0) for n in names] + (NOISE_EXPERIMENT if noise else [])
+    return runs if selected is None else [(n, p) for n, p in runs if n in selected]
 
 
-def cli_args(args, data, ledger):
-    "The `imagenette-course run RECIPE` arguments shared by every recipe"
-    argv = ['--mode', args.mode, '--data', str(data), '--ledger', str(ledger)]
+def cli_args(args, data, ledger, noise=0):
+    "The `imagenette-course run RECIPE` arguments of a run with `noise` % noisy training labels"
+    argv = ['--mode', args.mode, '--data', str(data), '--ledger', str(ledger), '--noise', str(noise)]
     for flag in ('epochs', 'size', 'bs'):
         if getattr(args, flag) is not None: argv += [f'--{flag}', str(getattr(args, flag))]
     return argv
@@ -83,16 +93,16 @@ def run_one(name, argv, ledger):
     return status, error, seconds, added
 
 
-def recipe_result(name, status, error, seconds, record):
-    "One recipe's entry in summary.json, with the book's accuracy beside ours where the book has one"
-    res = dict(recipe=name, status=status, error=error, seconds=seconds)
+def recipe_result(name, status, error, seconds, record, noise=0):
+    "One run's entry in summary.json, with the book's accuracy beside ours where the book has one"
+    res = dict(recipe=name, noise=noise, status=status, error=error, seconds=seconds)
     if record is None: return res
     extra = record.get('extra', {})
     res.update({k: record[k] for k in ('accuracy', 'sizes', 'epochs', 'n_train', 'n_valid', 'wall_time_s', 'device')})
     res.update(accuracy_tta=extra.get('accuracy_tta'),
                seconds_per_epoch=extra.get('seconds_per_epoch'),  # {px: s}, from recipes that time their epochs
                wall_s_per_epoch=round(record['wall_time_s'] / record['epochs'], 1))  # upper bound: includes set-up
-    if name in BOOK_RESULTS:
+    if name in BOOK_RESULTS and not noise:
         book, source = BOOK_RESULTS[name]
         ours = res['accuracy_tta'] if name == 'tta' else res['accuracy']
         res.update(book_accuracy=book, book_source=source, vs_book_pp=round(100 * (ours - book), 2))
@@ -126,7 +136,8 @@ def print_table(summary):
         acc = f"{r['accuracy']:.2%}" if 'accuracy' in r else '-'
         tta = f", TTA {r['accuracy_tta']:.2%}" if r.get('accuracy_tta') is not None else ''
         book = f", book {r['book_accuracy']:.2%}" if 'book_accuracy' in r else ''
-        print(f"  {r['recipe']:22} {r['status']:8} {acc}{tta}{book}, {r['seconds']:.0f} s"
+        name = r['recipe'] + (f" ({r['noise']}% noise)" if r.get('noise') else '')
+        print(f"  {name:26} {r['status']:8} {acc}{tta}{book}, {r['seconds']:.0f} s"
               + (f"  ({r['error']})" if r['error'] else ''))
 
 
@@ -157,12 +168,13 @@ def main(argv=None):
                   ledger=str(ledger), book=dict(seconds_per_epoch_224=BOOK_SECONDS_PER_EPOCH_224,
                                                 accuracy={k: v[0] for k, v in BOOK_RESULTS.items()}))
     start, results = time.perf_counter(), []
-    for name in recipe_order(selected):
+    has_noisy_labels = (data/DATASETS['imagenette'].noisy_csv).is_file()
+    for name, noise in run_order(selected, noise=has_noisy_labels):
         if time.perf_counter() - start > header['budget_s']:
-            results.append(recipe_result(name, 'skipped', "the time budget was spent before it could start", 0, None))
+            results.append(recipe_result(name, 'skipped', "the time budget was spent before it could start", 0, None, noise))
             continue
-        status, error, seconds, added = run_one(name, cli_args(args, data, ledger), ledger)
-        results.append(recipe_result(name, status, error, seconds, added[-1] if added else None))
+        status, error, seconds, added = run_one(name, cli_args(args, data, ledger, noise), ledger)
+        results.append(recipe_result(name, status, error, seconds, added[-1] if added else None, noise))
         write_summary(summary_path, header, results, time.perf_counter() - start)
         gc.collect()  # the finished recipe's learner and data loaders: free them before the next recipe
         if torch.cuda.is_available(): torch.cuda.empty_cache()

@@ -9,16 +9,15 @@ source, options and Pillow version give the same files.
     python scripts/make_gpu_data.py $IMAGENETTE_PATH build/gpu_data
     python scripts/make_gpu_data.py $IMAGENETTE_PATH /tmp/tiny --train-per-class 7 --val-per-class 2 --size 64
 """
-import argparse, os, sys, warnings
+import argparse, os, shutil, sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image
-# fastai's import triggers a torch deprecation warning that says nothing to someone making a copy of the data
-warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', category=FutureWarning)
+import imagenette_course  # first: it quiets a deprecation warning that importing fastai triggers
 from fastai.data.transforms import get_image_files
 
-from imagenette_course.data import SPLITS, DataError, balanced_subset, check_imagenette, resolve_data_path
+from imagenette_course.data import DATASETS, SPLITS, DataError, balanced_subset, check_imagenette, resolve_data_path
 
 MiB = 2**20
 
@@ -93,6 +92,10 @@ def main(argv=None):
         nbytes = copy_split(files[split], source, dest, args.size, args.quality)
         print(f"{split}: {len(files[split])} images, {nbytes / MiB:.1f} MiB")
         total += nbytes
+    noisy = source/DATASETS['imagenette'].noisy_csv  # chapter 7's noisy labels, looked up by each image's path
+    if noisy.is_file():
+        shutil.copy(noisy, dest/noisy.name)
+        total += noisy.stat().st_size
     print(f"{dest}: {sum(map(len, files.values()))} images at {args.size} px, JPEG quality {args.quality}, "
           f"{total / MiB:.1f} MiB")
     if total > args.max_mib * MiB:

@@ -2,8 +2,8 @@
 import json, subprocess, sys
 from pathlib import Path
 
-import imagenette_course.cli  # registers every chapter's recipe
-from imagenette_course.training import BOOK_RESULTS, RECIPES
+from imagenette_course.baseline import BOOK, REFERENCES
+from imagenette_course.recipes import RECIPES
 
 SCRIPTS = Path(__file__).resolve().parents[1]/'scripts'
 
@@ -24,10 +24,21 @@ def test_gpu_check_smoke_runs_every_recipe(shared_data, tmp_path):
     run_script('gpu_check.py', data, '--out', out, '--smoke', timeout=300)
 
     summary = json.loads((out/'summary.json').read_text())
-    assert {r['recipe'] for r in summary['results']} == set(RECIPES)
+    runs = [(r['recipe'], r['noise']) for r in summary['results']]
+    assert runs[:len(RECIPES)] == [(name, 0) for name in runs_in_book_order()]
+    assert runs[len(RECIPES):] == [('normalized', 25), ('label-smoothing', 25)]  # chapter 7's noisy-label experiment
     assert all(r['status'] == 'ok' and 0 <= r['accuracy'] <= 1 for r in summary['results']), summary['results']
     assert summary['smoke'] and summary['mode'] == 'quick' and summary['data']['images'] == dict(train=70, val=20)
     book = {r['recipe']: r for r in summary['results'] if 'book_accuracy' in r}
-    assert set(book) == set(BOOK_RESULTS) & set(RECIPES) and book['tta']['accuracy_tta'] is not None
+    book_results = {name for name, _, source, _ in REFERENCES if source == BOOK}
+    assert set(book) == book_results & set(RECIPES) and book['tta']['accuracy_tta'] is not None
     ledger = [json.loads(line) for line in (out/'ledger.jsonl').read_text().splitlines()]
-    assert sorted(r['recipe'] for r in ledger) == sorted(RECIPES)
+    assert sorted((r['recipe'], r['config']['noise']) for r in ledger) == sorted(runs)
+    tta = next(r for r in ledger if r['recipe'] == 'tta')
+    assert tta['extra']['reused_training']  # measured on the model the progressive recipe had just trained
+
+
+def runs_in_book_order():
+    "The recipes with a book number in the book's order, then the rest in chapter order"
+    book = [name for name, _, source, _ in REFERENCES if source == BOOK]
+    return [n for n in book if n in RECIPES] + [n for n in RECIPES if n not in book]

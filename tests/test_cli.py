@@ -2,9 +2,11 @@ import json, os, subprocess, sys
 
 import pytest
 
-import imagenette_course.training as training
+import imagenette_course.recipes as recipes
 from imagenette_course.cli import main
-from imagenette_course.training import read_ledger
+from imagenette_course.ledger import read_ledger
+from imagenette_course.recipes import Recipe
+from test_data import write_noisy_csv
 
 
 @pytest.mark.parametrize('args, message', [
@@ -38,8 +40,7 @@ def test_incomplete_data_folder_is_reported_before_training(fake_imagenette, cap
 
 def test_interrupted_run_writes_nothing(fake_imagenette, monkeypatch, capsys, isolated_ledger):
     def interrupted(cfg): raise KeyboardInterrupt
-    interrupted.mode_settings, interrupted.resumable, interrupted.chapter = {}, False, 2
-    monkeypatch.setitem(training.RECIPES, 'baseline', interrupted)
+    monkeypatch.setitem(recipes.RECIPES, 'baseline', Recipe(interrupted, 2))
     with pytest.raises(SystemExit) as e: main(['run', 'baseline', '--data', str(fake_imagenette)])
     assert e.value.code == 130 and 'interrupted' in capsys.readouterr().err
     assert not isolated_ledger.exists()
@@ -50,8 +51,7 @@ class Configured(Exception): "Carries the config a stand-in recipe was called wi
 @pytest.mark.parametrize('options, epochs, size', [([], 1, 48), (['--epochs', '2'], 2, 48), (['--size', '40'], 1, 40)])
 def test_unset_options_keep_the_recipes_own_settings(fake_imagenette, monkeypatch, isolated_ledger, options, epochs, size):
     def stand_in(cfg): raise Configured(cfg)
-    stand_in.mode_settings, stand_in.resumable, stand_in.chapter = dict(quick=dict(epochs=1, size=48)), False, 4
-    monkeypatch.setitem(training.RECIPES, 'progressive', stand_in)
+    monkeypatch.setitem(recipes.RECIPES, 'progressive', Recipe(stand_in, 4, dict(quick=dict(epochs=1, size=48))))
     with pytest.raises(Configured) as e: main(['run', 'progressive', '--data', str(fake_imagenette), '--mode', 'quick', *options])
     cfg = e.value.args[0]
     assert (cfg.epochs, cfg.size, cfg.bs) == (epochs, size, 32)
@@ -63,22 +63,29 @@ def test_report(capsys, isolated_ledger, tmp_path):
     rec = dict(recipe='tta', mode='full', device='cuda (H100)', n_train=9469, n_valid=3925, sizes=[128, 224], epochs=10,
                accuracy=0.8596, wall_time_s=600.4, extra=dict(accuracy_tta=0.8637), finished='2026-01-01T10:00')
     isolated_ledger.write_text(json.dumps({**rec, 'accuracy': 0.5}) + '\n' + json.dumps(rec) + '\n')
-    main(['report', '--plot', str(tmp_path/'results.png')])
+    with open(isolated_ledger, 'a') as f: f.write(json.dumps({**rec, 'accuracy': 'high'}) + '\n')  # a broken record
+    with pytest.warns(UserWarning, match="line 3: .*'accuracy' is 'high'"): main(['report', '--plot', str(tmp_path/'results.png')])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ['recipe', 'mode', 'device', 'epochs', 'px', 'accuracy', 'with', 'TTA', 'wall', 'time']
-    assert lines[1].split() == ['tta', 'full', 'cuda', '(H100)', '10', '128→224', '86.0%', '86.4%', '600', 's']
-    assert "The book's published results" in '\n'.join(lines) and lines[-1] == f"figures saved to {tmp_path/'results.png'}"
+    assert lines[0].split() == ['recipe', 'data', 'mode', 'device', 'epochs', 'px', 'accuracy', 'with', 'TTA', 'wall', 'time']
+    assert lines[1].split() == ['tta', 'imagenette', 'full', 'cuda', '(H100)', '10', '128→224', '86.0%', '86.4%', '600', 's']
+    assert "For reference, not measured here" in '\n'.join(lines) and lines[-1] == f"figures saved to {tmp_path/'results.png'}"
     assert (tmp_path/'results.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
-def test_run_all_runs_every_recipe_in_order(fake_imagenette, tmp_path, monkeypatch, capsys, isolated_ledger):
+def test_run_all_runs_every_recipe_in_order_with_noisy_labels(fake_imagenette, tmp_path, monkeypatch, capsys,
+                                                               isolated_ledger):
+    "Every recipe, in chapter order, on 5% noisy training labels (one label changed in the tiny fake data)"
+    write_noisy_csv(fake_imagenette, {'n01440764_0.JPEG': 'n03888257'})
     monkeypatch.setenv('IMAGENETTE_CHECKPOINTS', str(tmp_path/'checkpoints'))
-    main(['run', 'all', '--data', str(fake_imagenette), '--mode', 'quick', '--size', '32', '--bs', '4', '--epochs', '1'])
+    main(['run', 'all', '--data', str(fake_imagenette), '--mode', 'quick', '--size', '32', '--bs', '4', '--epochs', '1',
+          '--noise', '5'])
     out = capsys.readouterr().out
-    names = training.recipe_names()
+    names = recipes.recipe_names()
     assert names[:3] == ['baseline', 'normalized', 'progressive'] and names[-1] == 'sota'
     assert [r['recipe'] for r in read_ledger()] == names
-    assert f'recipe {len(names)} of {len(names)}: sota' in out and "The book's published results" in out
+    assert {r['config']['noise'] for r in read_ledger()} == {5} and 'imagenette, 5% noisy labels' in out
+    assert f'recipe {len(names)} of {len(names)}: sota' in out and "For reference, not measured here" in out
+    assert 'measuring the model trained earlier in this run' in out  # tta reuses progressive's training
 
 
 def test_quick_baseline_from_the_command_line(shared_data, tmp_path):
@@ -95,3 +102,27 @@ def test_quick_baseline_from_the_command_line(shared_data, tmp_path):
     assert (rec['recipe'], rec['mode'], rec['epochs'], rec['sizes'], rec['n_train'], rec['n_valid']) == \
            ('baseline', 'quick', 1, [64], 400, 200)
     assert 0 <= rec['accuracy'] <= 1 and rec['wall_time_s'] > 0
+
+
+def test_imagewoof_from_the_command_line(fake_imagewoof, tmp_path, monkeypatch, capsys, isolated_ledger):
+    monkeypatch.setenv('IMAGENETTE_CHECKPOINTS', str(tmp_path/'checkpoints'))
+    main(['run', 'baseline', '--dataset', 'imagewoof', '--data', str(fake_imagewoof), '--mode', 'quick', '--size', '32',
+          '--bs', '4', '--epochs', '1'])
+    (rec,) = read_ledger()
+    assert rec['config']['dataset'] == 'imagewoof' and rec['n_train'] == 40
+    main(['report'])
+    assert 'baseline  imagewoof' in capsys.readouterr().out
+
+
+def test_the_wrong_dataset_for_a_folder_says_what_it_looks_like(fake_imagewoof, capsys, isolated_ledger):
+    with pytest.raises(SystemExit) as e: main(['run', 'baseline', '--data', str(fake_imagewoof)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "pass --dataset imagewoof" in err and 'Traceback' not in err
+
+
+def test_help_and_bad_arguments_answer_before_torch_loads():
+    code = ("import sys\nfrom imagenette_course.cli import main\ntry: main(sys.argv[1:])\nexcept SystemExit: pass\n"
+            "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded')")
+    for args in (['--help'], ['run', 'nonsense'], ['run', 'baseline', '--bs', '0']):
+        out = subprocess.run([sys.executable, '-c', code, *args], capture_output=True, text=True, timeout=60)
+        assert out.stdout.strip().endswith('torch not loaded'), (args, out.stdout, out.stderr)

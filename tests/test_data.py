@@ -9,7 +9,7 @@ import imagenette_course.data as data
 from imagenette_course.data import (CLASS_NAMES, DataError, balanced_subset, check_imagenette, class_name,
                                     drop_unreadable, get_dls, get_mode, imagenette_items, resolve_data_path,
                                     run_config)
-from conftest import write_jpeg
+from conftest import fake_dataset, write_jpeg
 
 
 # --- where the data comes from ---
@@ -151,3 +151,93 @@ def test_run_config_overrides_only_what_is_given():
     full = run_config('full')
     assert (full.n_train, full.size, full.bs, full.epochs) == (None, 224, 64, 5)
     assert 'quick mode' in str(cfg) and '64 px' in str(cfg) and '7 epochs' in str(cfg)
+
+
+# --- problems found before the first batch ---
+
+def test_a_class_whose_files_are_all_unreadable_stops_before_training(fake_imagenette):
+    for f in (fake_imagenette/'val'/'n03888257').iterdir(): f.write_bytes(b'not a jpeg')
+    with pytest.warns(UserWarning, match='unreadable'), pytest.raises(DataError) as e:
+        get_dls(bs=4, size=32, path=fake_imagenette, num_workers=0)
+    msg = str(e.value)
+    assert 'no readable image left for' in msg and str(fake_imagenette/'val'/'n03888257') in msg and '(parachute)' in msg
+    assert 'Fix:' in msg
+
+
+def test_an_extra_class_folder_is_named_with_the_expected_classes(fake_imagenette):
+    write_jpeg(fake_imagenette/'train'/'n99999999'/'x.JPEG')
+    (fake_imagenette/'train'/'.ipynb_checkpoints').mkdir()  # a folder without images is no class: ignored
+    with pytest.raises(DataError) as e: check_imagenette(fake_imagenette)
+    msg = str(e.value)
+    assert f"unexpected folder {fake_imagenette/'train'/'n99999999'}" in msg and 'n01440764' in msg and 'Fix:' in msg
+    assert '.ipynb_checkpoints' not in msg
+
+
+# --- presizing from the images on disk ---
+
+def presize_of(dls): return [t.size for t in dls.train.after_item.fs if type(t).__name__ == 'Resize'][0]
+
+
+def test_full_size_photos_get_the_books_presize(tmp_path):
+    "Non-square photos larger than 460 px: the book's Resize(460) for 224 px; no upsampling of small images"
+    photos = fake_dataset(tmp_path/'photos', CLASS_NAMES, size=(640, 480))
+    dls = get_dls(bs=4, size=224, path=photos, n_train=1, n_valid=1, num_workers=0)
+    assert presize_of(dls) == (460, 460) and dls.one_batch()[0].shape[-2:] == (224, 224)
+    small = fake_dataset(tmp_path/'small', CLASS_NAMES, size=(300, 200))
+    assert presize_of(get_dls(bs=4, size=224, path=small, n_train=1, n_valid=1, num_workers=0)) == (224, 224)
+    assert presize_of(get_dls(bs=4, size=64, path=small, n_train=1, n_valid=1, num_workers=0)) == (131, 131)
+
+
+# --- Imagewoof ---
+
+def test_imagewoof_trains_with_its_own_classes_and_variable(fake_imagewoof, monkeypatch):
+    monkeypatch.setenv('IMAGEWOOF_PATH', str(fake_imagewoof))
+    dls = get_dls(bs=4, size=32, dataset='imagewoof', num_workers=0)
+    assert 'Samoyed' in dls.vocab and len(dls.vocab) == 10 and len(dls.train_ds) == 40
+
+
+def test_a_folder_of_the_other_dataset_says_which_it_looks_like(fake_imagewoof, fake_imagenette):
+    with pytest.raises(DataError) as e: check_imagenette(fake_imagewoof)
+    assert "Its class folders are imagewoof's: pass --dataset imagewoof" in str(e.value)
+    with pytest.raises(DataError) as e: check_imagenette(fake_imagenette, dataset='imagewoof')
+    assert 'not a complete imagewoof folder' in str(e.value) and "--dataset imagenette" in str(e.value)
+    with pytest.raises(ValueError, match='unknown dataset'): resolve_data_path(dataset='imagewolf')
+
+
+def test_each_dataset_has_its_own_environment_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv('IMAGENETTE_PATH', str(tmp_path))
+    monkeypatch.delenv('IMAGEWOOF_PATH', raising=False)
+    monkeypatch.setattr(data, 'untar_data', lambda url: (_ for _ in ()).throw(OSError('offline')))
+    with pytest.raises(DataError, match='IMAGEWOOF_PATH is not set'): resolve_data_path(dataset='imagewoof')
+
+
+# --- noisy labels ---
+
+def write_noisy_csv(root, flip):
+    "The dataset's noisy-label CSV: `flip` maps a training file's name to its label at 25% noise"
+    rows = ['path,noisy_labels_0,noisy_labels_1,noisy_labels_5,noisy_labels_25,noisy_labels_50,is_valid']
+    for f in sorted(root.rglob('*.JPEG')):
+        rel, wnid = f.relative_to(root).as_posix(), f.parent.name
+        rows.append(f"{rel},{wnid},{wnid},{wnid},{flip.get(f.name, wnid)},{wnid},{rel.startswith('val/')}")
+    (root/'noisy_imagenette.csv').write_text('\n'.join(rows) + '\n')
+
+
+def test_noisy_labels_change_training_labels_only(fake_imagenette):
+    write_noisy_csv(fake_imagenette, {'n01440764_0.JPEG': 'n03888257', 'n01440764_1.JPEG': 'n03888257'})
+    clean = get_dls(bs=4, size=32, path=fake_imagenette, num_workers=0)
+    noisy = get_dls(bs=4, size=32, path=fake_imagenette, noise=25, num_workers=0)
+    labels = lambda dls, ds: {Path(f).name: dls.vocab[y] for f, (_, y) in zip(ds.items, ds)}
+    train_clean, train_noisy = labels(clean, clean.train_ds), labels(noisy, noisy.train_ds)
+    assert {n for n in train_clean if train_clean[n] != train_noisy[n]} == {'n01440764_0.JPEG', 'n01440764_1.JPEG'}
+    assert train_noisy['n01440764_0.JPEG'] == 'parachute'
+    assert labels(clean, clean.valid_ds) == labels(noisy, noisy.valid_ds)
+
+
+def test_noise_needs_the_csv_and_the_official_split(fake_imagenette):
+    with pytest.raises(DataError, match='noisy_imagenette.csv is missing'):
+        get_dls(bs=4, size=32, path=fake_imagenette, noise=5, num_workers=0)
+    write_noisy_csv(fake_imagenette, {})
+    with pytest.raises(ValueError, match='official split'):
+        get_dls(bs=4, size=32, path=fake_imagenette, noise=5, split='random', num_workers=0)
+    with pytest.raises(ValueError, match='noise must be one of'):
+        get_dls(bs=4, size=32, path=fake_imagenette, noise=10, num_workers=0)

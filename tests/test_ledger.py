@@ -3,8 +3,7 @@ from dataclasses import asdict
 
 import pytest
 
-import imagenette_course.training as training
-from imagenette_course.training import RunRecord, append_record, ledger_path, read_ledger
+from imagenette_course.ledger import RunRecord, append_record, ledger_path, read_ledger
 
 
 def record(name='baseline', acc=0.5, mode='quick'):
@@ -74,3 +73,17 @@ def test_printed_record_states_mode_and_setting():
     quick, full = str(record()), str(record(mode='full'))
     for s in ('quick mode', 'cpu', '400 train / 200 valid', '64 px', '3 epochs', '50.0%'): assert s in quick
     assert "not the chapter's accuracy" in quick and "not the chapter's accuracy" not in full
+
+
+@pytest.mark.parametrize('change, problem', [
+    (dict(accuracy='85%'), "field 'accuracy' is '85%', not of type float"),
+    (dict(epochs=True), "field 'epochs' is True, not of type int"),
+    (dict(sizes=None), "field 'sizes' is None, not of type list"),
+    (dict(extra=[1]), "field 'extra' is not an object"),
+])
+def test_records_with_a_wrong_type_are_skipped_with_their_line(tmp_path, change, problem):
+    path = tmp_path/'ledger.jsonl'
+    append_record(record('a'), path)
+    append_record({**asdict(record('b')), **change}, path)
+    with pytest.warns(UserWarning, match='line 2') as w: recs = read_ledger(path)
+    assert [r['recipe'] for r in recs] == ['a'] and problem in str(w[0].message)

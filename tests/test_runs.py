@@ -1,16 +1,19 @@
-"Runs that survive interruption, checkpoints that can't run code, and data-parallel training"
-import os, shutil, signal, subprocess, sys, time
+"Runs that survive interruption, results that are never lost or misreported, and data-parallel training"
+import json, os, signal, subprocess, sys, time
 from pathlib import Path
 
 import pytest
 import torch
-from fastai.vision.models.xresnet import xresnet18
+from fastai.learner import Learner
+from fastai.losses import CrossEntropyLossFlat
+from fastai.vision.models.xresnet import xresnet18, xresnet50
 
-import imagenette_course.cli  # registers every recipe
-import imagenette_course.training as training
+import imagenette_course.cli
+import imagenette_course.recipes as recipes
 from imagenette_course.data import get_dls
-from imagenette_course.training import (Checkpoint, CheckpointError, read_ledger, recipe_config, run_key, run_recipe,
-                                        xresnet_learner)
+from imagenette_course.ledger import read_ledger
+from imagenette_course.recipes import recipe_config, run_recipe
+from imagenette_course.resume import Checkpoint, CheckpointError, RunError, run_key
 
 EXE = os.path.join(os.path.dirname(sys.executable), 'imagenette-course')
 ARGS = ['--mode', 'quick', '--size', '32', '--bs', '4']
@@ -23,13 +26,25 @@ def checkpoints(tmp_path, monkeypatch):
     return path
 
 
+@pytest.fixture(autouse=True)
+def fresh_process_cache(monkeypatch):
+    "Each test trains for itself: no model reused from an earlier test in this process"
+    monkeypatch.setattr(recipes, '_TRAINED', recipes.OrderedDict())
+
+
 def cli(*args, **kwargs):
     return subprocess.Popen([EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, 'PYTHONUNBUFFERED': '1'}, **kwargs)
 
 
+def learner(dls, arch=xresnet50):
+    return Learner(dls, arch(n_out=dls.c), loss_func=CrossEntropyLossFlat())
+
+
+# --- killed, interrupted, resumed ---
+
 def test_killed_run_resumes_and_records_once(fake_imagenette, checkpoints, isolated_ledger):
-    args = ['run', 'progressive', '--data', str(fake_imagenette), *ARGS, '--epochs', '6', '--ledger', str(isolated_ledger)]
+    args = ['run', 'progressive', '--data', str(fake_imagenette), *ARGS, '--epochs', '4', '--ledger', str(isolated_ledger)]
     first = cli(*args)
     deadline = time.time() + 240
     while not list(checkpoints.glob('*.pt')) and first.poll() is None and time.time() < deadline: time.sleep(0.2)
@@ -42,7 +57,8 @@ def test_killed_run_resumes_and_records_once(fake_imagenette, checkpoints, isola
     assert second.returncode == 0, out
     assert 'resuming from' in out
     (rec,) = read_ledger(isolated_ledger)
-    assert rec['recipe'] == 'progressive' and rec['epochs'] == 1 + 1 + 6 and rec['sizes'] == [32, 32]
+    assert rec['recipe'] == 'progressive' and rec['epochs'] == 1 + 1 + 4 and rec['sizes'] == [32]
+    assert set(rec['extra']['seconds_per_epoch']) == {'32'}  # JSON keys: px as text
     assert list(checkpoints.iterdir()) == []
 
 
@@ -50,12 +66,12 @@ def test_interrupted_run_keeps_its_checkpoint_and_says_so(fake_imagenette, check
                                                           capsys):
     "Ctrl-C after the first checkpoint: exit 130, nothing in the ledger, the checkpoint kept for resuming"
     save = Checkpoint.save
-    def save_then_interrupt(self, *args, **kwargs):
-        save(self, *args, **kwargs)
+    def save_then_interrupt(self, learn):
+        save(self, learn)
         raise KeyboardInterrupt
     monkeypatch.setattr(Checkpoint, 'save', save_then_interrupt)
     with pytest.raises(SystemExit) as e:
-        imagenette_course.cli.main(['run', 'progressive', '--data', str(fake_imagenette), *ARGS, '--epochs', '6'])
+        imagenette_course.cli.main(['run', 'baseline', '--data', str(fake_imagenette), *ARGS, '--epochs', '3'])
     assert e.value.code == 130 and 'run the same command again to resume' in capsys.readouterr().err
     assert not isolated_ledger.exists() and len(list(checkpoints.glob('*.pt'))) == 1
 
@@ -63,35 +79,63 @@ def test_interrupted_run_keeps_its_checkpoint_and_says_so(fake_imagenette, check
 def test_killed_after_recording_is_not_recorded_twice(fake_imagenette, checkpoints, isolated_ledger, monkeypatch):
     "A run killed between writing its record and deleting its checkpoint is recognised when started again"
     def killed(self): raise KeyboardInterrupt
-    overrides = dict(data=str(fake_imagenette), size=32, bs=4, epochs=1)
+    overrides = dict(path=str(fake_imagenette), size=32, bs=4, epochs=1)
     with monkeypatch.context() as m:
         m.setattr(Checkpoint, 'remove', killed)
         with pytest.raises(KeyboardInterrupt): run_recipe('progressive', 'quick', **overrides)
     assert len(read_ledger()) == 1 and len(list(checkpoints.glob('*.pt'))) == 1
+    recipes._TRAINED.clear()
     again = run_recipe('progressive', 'quick', **overrides)
     assert len(read_ledger()) == 1 and again.extra['run_id'] == read_ledger()[0]['extra']['run_id']
     assert list(checkpoints.glob('*.pt')) == []
 
 
-def checkpoint_path(fake_imagenette, checkpoints):
-    cfg = recipe_config('progressive', 'quick', data=str(fake_imagenette), size=32, bs=4, epochs=6)
+def test_finished_but_unrecorded_run_records_the_final_model_at_its_final_size(fake_imagenette, checkpoints,
+                                                                              isolated_ledger, monkeypatch):
+    "Killed after training, before recording: the rerun trains nothing and measures the final 64 px model"
+    overrides = dict(path=str(fake_imagenette), size=64, bs=4, epochs=1)
+    def killed(record, ledger=None): raise KeyboardInterrupt
+    with monkeypatch.context() as m:
+        m.setattr(recipes, 'save_record', killed)
+        with pytest.raises(KeyboardInterrupt): run_recipe('progressive', 'quick', **overrides)
+    saved = torch.load(next(checkpoints.glob('*.pt')), weights_only=True)['model']
+    recipes._TRAINED.clear()
+    rec = run_recipe('progressive', 'quick', **overrides)
+    assert rec.sizes == [32, 64] and rec.epochs == 3 and len(read_ledger()) == 1
+    assert rec.learn.dls.valid.one_batch()[0].shape[-2:] == (64, 64)
+    assert all(torch.equal(v, rec.learn.model.state_dict()[k]) for k, v in saved.items())
+    assert rec.accuracy == pytest.approx(float(rec.learn.validate()[1]))
+
+
+# --- checkpoints that can't be used ---
+
+def checkpoint_path(fake_imagenette, checkpoints, **settings):
+    cfg = recipe_config('progressive', 'quick', path=str(fake_imagenette), size=32, bs=4, **settings)
     return checkpoints/f"{run_key('progressive', cfg)}.pt"
 
 
-def test_truncated_checkpoint_is_a_clear_error(fake_imagenette, checkpoints, isolated_ledger, tmp_path):
-    learn = xresnet_learner(get_dls(bs=4, size=32, path=fake_imagenette, num_workers=0))
-    path = checkpoint_path(fake_imagenette, checkpoints)
-    Checkpoint(path).save(learn, phase=0, epoch=1, elapsed=1.0)
-    path.write_bytes(path.read_bytes()[:5000])
+@pytest.mark.parametrize('content', ['truncated', 'empty', 'torch.save({})', 'random bytes'])
+def test_unusable_checkpoint_is_one_clear_error(fake_imagenette, checkpoints, isolated_ledger, content):
+    path = checkpoint_path(fake_imagenette, checkpoints, epochs=6)
+    if content == 'truncated':
+        Checkpoint(path).save(learner(get_dls(bs=4, size=32, path=fake_imagenette, num_workers=0)))
+        path.write_bytes(path.read_bytes()[:5000])
+    else:
+        path.parent.mkdir(parents=True)
+        if content == 'empty': path.write_bytes(b'')
+        elif content == 'random bytes': path.write_bytes(os.urandom(3000))
+        else: torch.save({}, path)
     run = cli('run', 'progressive', '--data', str(fake_imagenette), *ARGS, '--epochs', '6', '--ledger', str(isolated_ledger))
     out, _ = run.communicate(timeout=120)
-    assert run.returncode == 2 and 'not a readable checkpoint' in out and str(path) in out and 'Delete it' in out
+    assert run.returncode == 2, out
+    assert str(path) in out and 'Delete it to start the run over' in out
+    assert 'Traceback' not in out and 'weights_only=False' not in out and len(out.strip().splitlines()) <= 3
 
 
 def test_checkpoint_of_another_architecture_is_a_clear_error(fake_imagenette, tmp_path):
     dls = get_dls(bs=4, size=32, path=fake_imagenette, num_workers=0)
-    Checkpoint(tmp_path/'c.pt').save(xresnet_learner(dls, arch=xresnet18), phase=0, epoch=1, elapsed=1.0)
-    with pytest.raises(CheckpointError, match='different model'): Checkpoint(tmp_path/'c.pt').restore(xresnet_learner(dls))
+    Checkpoint(tmp_path/'c.pt').save(learner(dls, arch=xresnet18))
+    with pytest.raises(CheckpointError, match='different model'): Checkpoint(tmp_path/'c.pt').restore(learner(dls))
 
 
 class Payload:
@@ -101,23 +145,65 @@ class Payload:
 def test_checkpoints_load_weights_only(tmp_path, monkeypatch):
     "A file that would run code when unpickled is refused, and the code does not run"
     monkeypatch.setenv('PAYLOAD_FILE', str(tmp_path/'pwned'))
-    torch.save(dict(model={}, opt=None, state=dict(uid='x', phase=0, epoch=1, elapsed=0.), evil=Payload()), tmp_path/'c.pt')
+    torch.save(dict(model={}, opt=None, state=dict(uid='x', fits=[], epochs=[], elapsed=0.), evil=Payload()), tmp_path/'c.pt')
     with pytest.raises(CheckpointError, match='not a readable checkpoint'): Checkpoint(tmp_path/'c.pt')
     assert not (tmp_path/'pwned').exists()
 
 
-def test_resumed_weights_and_optimizer_are_the_saved_ones(fake_imagenette, tmp_path):
+def test_restored_weights_and_optimizer_are_the_saved_ones(fake_imagenette, tmp_path):
     dls = get_dls(bs=4, size=32, path=fake_imagenette, num_workers=0)
-    learn = xresnet_learner(dls)
+    learn = learner(dls)
     with learn.no_bar(), learn.no_logging(): learn.fit(1)
-    Checkpoint(tmp_path/'c.pt').save(learn, phase=1, epoch=2, elapsed=3.0)
-    fresh = xresnet_learner(dls)
-    ck = Checkpoint(tmp_path/'c.pt')
-    ck.restore(fresh)
-    assert (ck.state['phase'], ck.state['epoch'], ck.elapsed) == (1, 2, 3.0)
+    Checkpoint(tmp_path/'c.pt').save(learn)
+    fresh = learner(dls)
+    Checkpoint(tmp_path/'c.pt').restore(fresh)
     for a, b in zip(learn.model.state_dict().values(), fresh.model.state_dict().values()): assert torch.equal(a, b)
     assert torch.equal(learn.opt.state_dict()['state'][0]['grad_avg'], fresh.opt.state_dict()['state'][0]['grad_avg'])
 
+
+# --- results that are never lost or misreported ---
+
+def test_a_batch_larger_than_the_training_set_is_an_error_not_a_record(fake_imagenette, isolated_ledger, capsys):
+    with pytest.raises(SystemExit) as e:
+        imagenette_course.cli.main(['run', 'baseline', '--data', str(fake_imagenette), '--mode', 'quick', '--size', '32',
+                                    '--bs', '64'])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and 'nothing to train on' in err and '--bs' in err and 'Traceback' not in err
+    assert not isolated_ledger.exists()
+
+
+@pytest.mark.parametrize('kind', ['folder', 'not a ledger', 'read-only folder'])
+def test_unwritable_ledger_is_found_before_training(fake_imagenette, tmp_path, monkeypatch, capsys, kind):
+    ledger = tmp_path/'out'/'ledger.jsonl'
+    if kind == 'folder': ledger.mkdir(parents=True)
+    elif kind == 'not a ledger':
+        ledger.parent.mkdir(); ledger.write_text('name,accuracy\nmine,0.5\n')
+    else:
+        if os.geteuid() == 0: pytest.skip("root writes into read-only folders")
+        ledger.parent.mkdir(); ledger.parent.chmod(0o500)
+    def never(cfg): raise AssertionError("trained although the ledger can't be written")
+    monkeypatch.setitem(recipes.RECIPES, 'baseline', recipes.Recipe(never, 2))
+    with pytest.raises(SystemExit) as e:
+        imagenette_course.cli.main(['run', 'baseline', '--data', str(fake_imagenette), '--ledger', str(ledger)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and str(ledger) in err and 'Fix:' in err and 'Traceback' not in err
+
+
+def test_a_ledger_write_that_fails_after_training_keeps_the_result(fake_imagenette, checkpoints, isolated_ledger,
+                                                                  monkeypatch, capsys):
+    def disk_full(record, path=None): raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(recipes, 'append_record', disk_full)
+    with pytest.raises(SystemExit) as e:
+        imagenette_course.cli.main(['run', 'baseline', '--data', str(fake_imagenette), *ARGS, '--epochs', '1'])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and 'No space left on device' in err and 'baseline: accuracy' in err
+    spare = Path(err.split('It is saved in ')[1].split('. Fix:')[0])
+    (rec,) = [json.loads(line) for line in spare.read_text().splitlines()]
+    assert rec['recipe'] == 'baseline' and 0 <= rec['accuracy'] <= 1
+    spare.unlink()
+
+
+# --- several processes ---
 
 def test_two_processes_train_data_parallel_and_record_once(fake_imagenette, checkpoints, isolated_ledger):
     "Two CPU processes on the gloo backend train one recipe together; only the main process writes"

@@ -1,0 +1,122 @@
+"Chapters 6-8 (mixup, label smoothing, the combined recipe): behaviour the notebooks can't show, on tiny fake data"
+import numpy as np
+import pytest
+import torch
+from fastai.callback.core import Callback, CancelTrainException
+from fastai.callback.mixup import MixUp
+from fastai.learner import Learner
+from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropy
+from fastai.metrics import accuracy
+from fastai.vision.models.xresnet import xresnet18
+
+from imagenette_course.data import get_dls, run_config
+from imagenette_course.label_smoothing import LabelSmoothingCE, label_smoothing
+from imagenette_course.mixup import MIXUP_SETTINGS, MixUpFromScratch, mixup
+from imagenette_course.sota import MIXUP_MIN_EPOCHS, SOTA_SETTINGS, sota, total_epochs
+
+
+@pytest.fixture
+def dls(fake_imagenette):
+    return get_dls(bs=8, size=32, path=fake_imagenette, num_workers=0)
+
+
+@pytest.fixture
+def tiny_cfg(fake_imagenette):
+    return run_config('quick', epochs=1, size=32, bs=8, n_train=4, n_valid=2, path=str(fake_imagenette))
+
+
+def small_learner(dls, loss_func=None, **kwargs):
+    return Learner(dls, xresnet18(n_out=dls.c), loss_func=loss_func or CrossEntropyLossFlat(), metrics=accuracy,
+                   **kwargs)
+
+
+def fit_quietly(learn, epochs, **kwargs):
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, 1e-3, **kwargs)
+
+
+class Spy(Callback):
+    "Copies of the batches the model sees (after mixup), with whether they were training batches"
+    order = 99
+    def __init__(self): self.seen = []
+    def before_batch(self): self.seen.append((self.training, self.x.clone()))
+
+
+# --- mixup ---
+
+def test_mixup_trains_but_never_mixes_validation(dls):
+    learn, spy = small_learner(dls, cbs=MixUpFromScratch(0.4)), Spy()
+    fit_quietly(learn, 1, cbs=spy)
+    assert isinstance(learn.loss_func, CrossEntropyLossFlat)  # restored after training
+    valid_x = [x for training, x in spy.seen if not training]
+    plain = [x for x, _ in learn.dls.valid]
+    assert len(valid_x) == len(plain) and all(torch.allclose(a, b) for a, b in zip(valid_x, plain))
+
+
+def test_mixup_restores_the_loss_when_training_is_cancelled(dls):
+    class CancelAfterOneBatch(Callback):
+        def after_batch(self):
+            if self.training: raise CancelTrainException()
+    learn = small_learner(dls, cbs=MixUpFromScratch(0.4))
+    fit_quietly(learn, 1, cbs=CancelAfterOneBatch())
+    assert isinstance(learn.loss_func, CrossEntropyLossFlat)
+
+
+def test_mixed_loss_reduces_as_the_plain_loss_does(dls):
+    learn = small_learner(dls, loss_func=CrossEntropyLossFlat(reduction='sum'))
+    mix = MixUpFromScratch(0.4)
+    mix.learn = learn
+    x, y = dls.one_batch()
+    learn.training, learn.xb, learn.yb = True, (x,), (y,)
+    mix.before_train(); mix.before_batch()
+    pred = learn.model(learn.xb[0])
+    per_item_loss = CrossEntropyLossFlat(reduction='none')
+    per_item = mix.lam * per_item_loss(pred, y) + (1 - mix.lam) * per_item_loss(pred, y[mix.perm])
+    assert torch.allclose(learn.loss_func(pred, y), per_item.sum(), atol=1e-4)
+    mix.after_train()
+    assert learn.loss_func.reduction == 'sum'
+
+
+def test_mixup_recipe_trains_with_fastais_callback(tiny_cfg):
+    learn = mixup(tiny_cfg, loss_func=LabelSmoothingCrossEntropy())
+    assert any(isinstance(cb, MixUp) for cb in learn.cbs)
+    assert isinstance(learn.loss_func, LabelSmoothingCrossEntropy)  # MixUp put the given loss back
+    assert len(learn.recorder.values) == 1 and learn.dls.one_batch()[0].shape[-1] == 32
+
+
+def test_mixups_long_run_is_long_enough_for_the_combined_recipe_to_use_mixup():
+    # chapter 6's full-mode run and chapter 8's rule cite the same source: 80+ epochs
+    assert run_config('full', per_mode=MIXUP_SETTINGS).epochs >= MIXUP_MIN_EPOCHS
+
+
+# --- label smoothing ---
+
+def test_label_smoothing_trains_with_mixup(dls):
+    learn = small_learner(dls, loss_func=LabelSmoothingCE(0.1), cbs=MixUpFromScratch(0.4))
+    fit_quietly(learn, 1)
+    assert isinstance(learn.loss_func, LabelSmoothingCE) and learn.loss_func.reduction == 'mean'
+    losses = [float(l) for l in learn.recorder.losses]
+    assert len(losses) == len(learn.dls.train) and all(np.isfinite(losses))
+    preds, targs = learn.get_preds()
+    assert torch.allclose(preds.sum(1), torch.ones(len(preds)), atol=1e-5)  # activation: softmax
+    assert set(learn.get_preds(with_decoded=True)[2].tolist()) <= set(range(dls.c))  # decodes: class indices
+
+
+def test_label_smoothing_recipe_uses_its_eps(tiny_cfg):
+    learn = label_smoothing(tiny_cfg, eps=0.2)
+    assert isinstance(learn.loss_func, LabelSmoothingCrossEntropy) and learn.loss_func.eps == 0.2
+    assert len(learn.recorder.values) == 1
+
+
+# --- the combined recipe ---
+
+def test_sota_settings_match_progressive_run_lengths():
+    assert run_config('quick', per_mode=SOTA_SETTINGS).epochs == 1
+    assert total_epochs(run_config('full', per_mode=SOTA_SETTINGS)) < MIXUP_MIN_EPOCHS  # the book's length: no mixup
+
+
+@pytest.mark.parametrize('use_mixup', [None, True])
+def test_sota_trains_progressively_with_label_smoothing(tiny_cfg, use_mixup):
+    learn = sota(tiny_cfg, use_mixup=use_mixup)
+    assert isinstance(learn.loss_func, LabelSmoothingCrossEntropy)
+    assert any(isinstance(cb, MixUp) for cb in learn.cbs) == bool(use_mixup)  # a 3-epoch run: mixup only if forced
+    assert learn.dls.one_batch()[0].shape[-1] == tiny_cfg.size  # ends at full size

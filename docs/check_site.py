@@ -57,8 +57,8 @@ class Chapter:
 
 
 def readable(md):
-    "Markdown inline text as a browser shows it: without code backticks and emphasis stars"
-    return re.sub(r'[`*]', '', md).strip()
+    "Markdown inline text as a browser shows it: without code backticks and emphasis stars, with Sphinx's curly quotes"
+    return re.sub(r'[`*]', '', md).strip().replace("'", "\u2019")
 
 
 def chapter(nb_path):

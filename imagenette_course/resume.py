@@ -96,7 +96,7 @@ class Checkpoint:
 
 # %% ../nbs/91_resume.ipynb #0ab5e3e6
 class RunTracker(Callback):
-    "Log and checkpoint every epoch; when the run is started again, skip the finished `fit`s and resume the interrupted one"
+    "Log and checkpoint every epoch; when the run is started again, skip the `fit` calls that finished, resume the interrupted one"
     order = 55  # after DistributedTrainer (11) wraps the model and the Recorder (50); before the progress bar (60)
     def __init__(self, checkpoint): self.checkpoint, self.skip_to, self.in_fit = checkpoint, 0, False
 

@@ -1,4 +1,5 @@
 import json, os, subprocess, sys
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +127,20 @@ def test_help_and_bad_arguments_answer_before_torch_loads():
     for args in (['--help'], ['run', 'nonsense'], ['run', 'baseline', '--bs', '0']):
         out = subprocess.run([sys.executable, '-c', code, *args], capture_output=True, text=True, timeout=60)
         assert out.stdout.strip().endswith('torch not loaded'), (args, out.stdout, out.stderr)
+
+
+def test_importing_the_package_shows_no_warning():
+    "fastai's import-time FutureWarning (torch.jit.script) is filtered by the package, once"
+    out = subprocess.run([sys.executable, '-c', 'import imagenette_course.recipes'], capture_output=True, text=True,
+                         timeout=300, env={k: v for k, v in os.environ.items() if k != 'PYTHONWARNINGS'})
+    assert out.returncode == 0 and out.stderr == '', out.stderr[-2000:]  # what a user sees: FutureWarnings show
+
+
+def test_a_notebook_copied_out_of_the_repository_runs_its_last_cell(tmp_path):
+    "The hidden export cell does nothing outside the course's repository instead of failing"
+    nb = json.loads((Path(__file__).resolve().parents[1]/'nbs'/'02_baseline.ipynb').read_text())
+    last = ''.join(nb['cells'][-1]['source'])
+    assert 'nbdev_export()' in last
+    out = subprocess.run([sys.executable, '-c', last], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={k: v for k, v in os.environ.items() if k != 'IN_TEST'})
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -2,9 +2,13 @@
 import numpy as np
 import pytest
 import torch
+from fastai.data.block import CategoryBlock, DataBlock
+from fastai.data.transforms import GrandparentSplitter, get_image_files, parent_label
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropy
 from fastai.metrics import accuracy
+from fastai.vision.augment import Resize
+from fastai.vision.data import ImageBlock
 from fastai.vision.models.xresnet import xresnet18
 
 from imagenette_course.data import get_dls, run_config
@@ -44,7 +48,6 @@ def test_size_schedule_edges():
 
 
 def test_progressive_resize_needs_random_resized_crop(fake_imagenette):
-    from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, Resize, parent_label, GrandparentSplitter, get_image_files
     dls = DataBlock((ImageBlock, CategoryBlock), get_items=get_image_files, get_y=parent_label, item_tfms=Resize(32),
                     splitter=GrandparentSplitter(valid_name='val')).dataloaders(fake_imagenette, bs=8, num_workers=0)
     with pytest.raises(ValueError, match='aug_transforms'): fit_quietly(small_learner(dls), 1, cbs=ProgressiveResize([16]))

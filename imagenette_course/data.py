@@ -114,7 +114,7 @@ class RunConfig:
         return (f"{self.mode} mode on {device_name()}: {data}, {per(self.n_train)} train, {per(self.n_valid)} valid "
                 f"images, {self.size} px, bs {self.bs}, {self.epochs} epochs, lr {self.lr:g}, seed {self.seed}")
 
-MODES = dict(quick=RunConfig('quick', n_train=40, n_valid=20, size=64, bs=32, epochs=3),
+MODES = dict(quick=RunConfig('quick', n_train=20, n_valid=10, size=64, bs=16, epochs=3),  # 36 steps: enough to learn a little
              full =RunConfig('full',  n_train=None, n_valid=None, size=224, bs=64, epochs=5))
 
 # %% ../nbs/01_data.ipynb #c991741d

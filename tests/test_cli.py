@@ -5,9 +5,12 @@ import pytest
 
 import imagenette_course.recipes as recipes
 from imagenette_course.cli import main
+from imagenette_course.data import MODES
 from imagenette_course.ledger import read_ledger
 from imagenette_course.recipes import Recipe
 from test_data import write_noisy_csv
+
+QUICK = MODES['quick']
 
 
 @pytest.mark.parametrize('args, message', [
@@ -78,7 +81,7 @@ def test_run_all_runs_every_recipe_in_order_with_noisy_labels(fake_imagenette, t
     "Every recipe, in chapter order, on 5% noisy training labels (one label changed in the tiny fake data)"
     write_noisy_csv(fake_imagenette, {'n01440764_0.JPEG': 'n03888257'})
     monkeypatch.setenv('IMAGENETTE_CHECKPOINTS', str(tmp_path/'checkpoints'))
-    main(['run', 'all', '--data', str(fake_imagenette), '--mode', 'quick', '--size', '32', '--bs', '4', '--epochs', '1',
+    main(['run', 'all', '--data', str(fake_imagenette), '--mode', 'quick', '--size', '32', '--bs', '8', '--epochs', '1',
           '--noise', '5'])
     out = capsys.readouterr().out
     names = recipes.recipe_names()
@@ -101,7 +104,7 @@ def test_quick_baseline_from_the_command_line(shared_data, tmp_path):
     assert 'baseline: quick mode on cpu' in out.stdout and "baseline: accuracy" in out.stdout
     (rec,) = read_ledger(ledger)
     assert (rec['recipe'], rec['mode'], rec['epochs'], rec['sizes'], rec['n_train'], rec['n_valid']) == \
-           ('baseline', 'quick', 1, [64], 400, 200)
+           ('baseline', 'quick', 1, [QUICK.size], 10 * QUICK.n_train, 10 * QUICK.n_valid)
     assert 0 <= rec['accuracy'] <= 1 and rec['wall_time_s'] > 0
 
 

@@ -16,7 +16,7 @@ from imagenette_course.recipes import recipe_config, run_recipe
 from imagenette_course.resume import Checkpoint, CheckpointError, RunError, run_key
 
 EXE = os.path.join(os.path.dirname(sys.executable), 'imagenette-course')
-ARGS = ['--mode', 'quick', '--size', '32', '--bs', '4']
+ARGS = ['--mode', 'quick', '--size', '32', '--bs', '8']  # 5 batches an epoch on the fake data's 40 images
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ def test_finished_but_unrecorded_run_records_the_final_model_at_its_final_size(f
 # --- checkpoints that can't be used ---
 
 def checkpoint_path(fake_imagenette, checkpoints, **settings):
-    cfg = recipe_config('progressive', 'quick', path=str(fake_imagenette), size=32, bs=4, **settings)
+    cfg = recipe_config('progressive', 'quick', path=str(fake_imagenette), size=32, bs=8, **settings)  # as ARGS
     return checkpoints/f"{run_key('progressive', cfg)}.pt"
 
 

@@ -58,7 +58,7 @@ def test_unset_options_keep_the_recipes_own_settings(fake_imagenette, monkeypatc
     monkeypatch.setitem(recipes.RECIPES, 'progressive', Recipe(stand_in, 4, dict(quick=dict(epochs=1, size=48))))
     with pytest.raises(Configured) as e: main(['run', 'progressive', '--data', str(fake_imagenette), '--mode', 'quick', *options])
     cfg = e.value.args[0]
-    assert (cfg.epochs, cfg.size, cfg.bs) == (epochs, size, 32)
+    assert (cfg.epochs, cfg.size, cfg.bs) == (epochs, size, QUICK.bs)  # bs: the mode's own
 
 
 def test_report(capsys, isolated_ledger, tmp_path):

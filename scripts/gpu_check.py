@@ -46,6 +46,8 @@ def make_parser():
     p.add_argument('--epochs', type=cli.positive_int, help="override every recipe's epochs")
     p.add_argument('--size', type=cli.positive_int, help="override every recipe's image size in px")
     p.add_argument('--bs', type=cli.positive_int, help="override every recipe's batch size")
+    p.add_argument('--data-path', choices=cli.DATA_PATH_NAMES,
+                   help="fast (default on a GPU): images decoded once, appendix 92a; book: the book's loaders, to compare")
     return p
 
 
@@ -63,17 +65,19 @@ def run_order(selected=None, noise=True):
 def cli_args(args, data, ledger, noise=0):
     "The `imagenette-course run RECIPE` arguments of a run with `noise` % noisy training labels"
     argv = ['--mode', args.mode, '--data', str(data), '--ledger', str(ledger), '--noise', str(noise)]
-    for flag in ('epochs', 'size', 'bs'):
-        if getattr(args, flag) is not None: argv += [f'--{flag}', str(getattr(args, flag))]
+    for flag in ('epochs', 'size', 'bs', 'data_path'):
+        if getattr(args, flag) is not None: argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     return argv
 
 
 def data_facts(path):
-    "Images per split, MiB on disk and pixel size of the first image of `path`"
+    "Images per split, MiB on disk, pixel size of the first image of `path`, and the pack it came from, if any"
     files = {split: sorted(f for f in (path/split).rglob('*') if f.is_file()) for split in SPLITS}
     with Image.open(files['train'][0]) as im: px = list(im.size)
-    return dict(path=str(path), images={s: len(f) for s, f in files.items()},
-                mib=round(sum(f.stat().st_size for fs in files.values() for f in fs) / 2**20, 1), image_px=px)
+    pack = path/'gpu_pack.json'  # left there by scripts/unpack_gpu_data.py: format, quality, packed MiB, PSNR
+    return dict(path=path.name, images={s: len(f) for s, f in files.items()},
+                mib=round(sum(f.stat().st_size for fs in files.values() for f in fs) / 2**20, 1), image_px=px,
+                pack=json.loads(pack.read_text()) if pack.is_file() else None)
 
 
 def run_one(name, argv, ledger):
@@ -99,7 +103,7 @@ def recipe_result(name, status, error, seconds, record, noise=0):
     if record is None: return res
     extra = record.get('extra', {})
     res.update({k: record[k] for k in ('accuracy', 'sizes', 'epochs', 'n_train', 'n_valid', 'wall_time_s', 'device')})
-    res.update(accuracy_tta=extra.get('accuracy_tta'),
+    res.update(accuracy_tta=extra.get('accuracy_tta'), data_path=extra.get('data_path'),
                seconds_per_epoch=extra.get('seconds_per_epoch'),  # {px: s}, from recipes that time their epochs
                wall_s_per_epoch=round(record['wall_time_s'] / record['epochs'], 1))  # upper bound: includes set-up
     if name in BOOK_RESULTS and not noise:
@@ -162,7 +166,7 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ledger, summary_path = out/'ledger.jsonl', out/'summary.json'
-    header = dict(smoke=args.smoke, mode=args.mode, overrides={k: getattr(args, k) for k in ('epochs', 'size', 'bs')},
+    header = dict(smoke=args.smoke, mode=args.mode, overrides={k: getattr(args, k) for k in ('epochs', 'size', 'bs', 'data_path')},
                   device=device_name(), versions=library_versions(), data=data_facts(data),
                   started=datetime.now(timezone.utc).isoformat(timespec='seconds'), budget_s=60 * args.budget_min,
                   ledger=str(ledger), book=dict(seconds_per_epoch_224=BOOK_SECONDS_PER_EPOCH_224,

@@ -5,26 +5,35 @@ from pathlib import Path
 from imagenette_course.baseline import BOOK, REFERENCES
 from imagenette_course.recipes import RECIPES
 
-SCRIPTS = Path(__file__).resolve().parents[1]/'scripts'
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_script(name, *args, timeout):
-    out = subprocess.run([sys.executable, str(SCRIPTS/name), *map(str, args)], capture_output=True, text=True,
+def run_script(script, *args, timeout):
+    "Run `script` (its path in the repository) with `args`; its standard output, after checking that it succeeded"
+    out = subprocess.run([sys.executable, str(ROOT/script), *map(str, args)], capture_output=True, text=True,
                          timeout=timeout)
-    assert out.returncode == 0, f"{name} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    assert out.returncode == 0, f"{script} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out.stdout
 
 
 def test_gpu_check_smoke_runs_recipes_in_book_order_and_the_noise_experiment(shared_data, tmp_path):
-    data, out = tmp_path/'data', tmp_path/'out'
+    pack, data, out = tmp_path/'pack', tmp_path/'data', tmp_path/'out'
     # 7 training images per class: progressive resizing's quick first stage needs one full batch of 64
-    made = run_script('make_gpu_data.py', shared_data, data, '--train-per-class', 7, '--val-per-class', 2,
+    made = run_script('scripts/make_gpu_data.py', shared_data, pack, '--train-per-class', 7, '--val-per-class', 2,
                       '--size', 48, timeout=60)
-    assert '90 images at 48 px' in made
+    assert '90 images at 48 px, AVIF quality 40' in made
+    index = json.loads((pack/'index.json').read_text())
+    assert index['images'] == dict(train=70, val=20) and len(index['files']) == 90 and index['mib'] < 2
+    assert 20 < index['psnr_db']['min'] <= index['psnr_db']['mean'] < 40  # lossy, but the same pictures
+    run_script('scripts/unpack_gpu_data.py', pack, data, timeout=60)
+    unpacked = sorted(p.relative_to(data).as_posix() for p in data.rglob('*.JPEG'))
+    assert unpacked == sorted(f[0] for f in index['files']) and (data/'noisy_imagenette.csv').is_file()
     # The recipes that exercise the script's own logic: book order, TTA reusing the progressive model, the noise
     # experiment. That every recipe runs through the same `cli.main` is tested by `run all` in test_cli.py.
     chosen = ['label-smoothing', 'tta', 'progressive', 'normalized']
-    run_script('gpu_check.py', data, '--out', out, '--smoke', '--recipes', ','.join(chosen), timeout=300)
+    # the decoded-once data path (appendix 92a), which full mode uses on a GPU, through every step of the check
+    run_script('scripts/gpu_check.py', data, '--out', out, '--smoke', '--recipes', ','.join(chosen), '--data-path', 'fast',
+               timeout=300)
 
     summary = json.loads((out/'summary.json').read_text())
     runs = [(r['recipe'], r['noise']) for r in summary['results']]
@@ -32,11 +41,13 @@ def test_gpu_check_smoke_runs_recipes_in_book_order_and_the_noise_experiment(sha
     assert runs[len(chosen):] == [('normalized', 25), ('label-smoothing', 25)]  # chapter 7's noisy-label experiment
     assert all(r['status'] == 'ok' and 0 <= r['accuracy'] <= 1 for r in summary['results']), summary['results']
     assert summary['smoke'] and summary['mode'] == 'quick' and summary['data']['images'] == dict(train=70, val=20)
+    assert summary['data']['pack']['psnr_db'] == index['psnr_db']  # the data's provenance travels with the results
     book = {r['recipe']: r for r in summary['results'] if 'book_accuracy' in r}
     book_results = {name for name, _, source, _ in REFERENCES if source == BOOK}
     assert set(book) == book_results & set(chosen) and book['tta']['accuracy_tta'] is not None
     ledger = [json.loads(line) for line in (out/'ledger.jsonl').read_text().splitlines()]
     assert sorted((r['recipe'], r['config']['noise']) for r in ledger) == sorted(runs)
+    assert {r['extra']['data_path'] for r in ledger} == {'fast'}
     tta = next(r for r in ledger if r['recipe'] == 'tta')
     assert tta['extra']['reused_training']  # measured on the model the progressive recipe had just trained
 
@@ -45,3 +56,17 @@ def runs_in_book_order():
     "The recipes with a book number in the book's order, then the rest in chapter order"
     book = [name for name, _, source, _ in REFERENCES if source == BOOK]
     return [n for n in book if n in RECIPES] + [n for n in RECIPES if n not in book]
+
+
+def test_data_path_benchmark_smoke_measures_every_path(shared_data, tmp_path):
+    run_script('bench/gpu_data_path.py', shared_data, '--smoke', '--out', tmp_path/'dp.json', timeout=300)
+    (res,) = json.loads((tmp_path/'dp.json').read_text())['sizes']
+    assert all(res[k] > 0 for k in ('model_only', 'decoded_once', 'book'))
+    assert res['decoded_once_efficiency'] == round(res['decoded_once'] / res['model_only'], 3)
+
+
+def test_unpacking_a_folder_that_is_not_a_pack_says_how_to_make_one(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT/'scripts'/'unpack_gpu_data.py'), str(tmp_path), str(tmp_path/'out')],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and 'is not a pack' in out.stderr and 'make gpu-data' in out.stderr
+    assert not (tmp_path/'out').exists()

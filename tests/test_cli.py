@@ -127,7 +127,7 @@ def test_the_wrong_dataset_for_a_folder_says_what_it_looks_like(fake_imagewoof, 
 def test_help_and_bad_arguments_answer_before_torch_loads():
     code = ("import sys\nfrom imagenette_course.cli import main\ntry: main(sys.argv[1:])\nexcept SystemExit: pass\n"
             "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded')")
-    for args in (['--help'], ['run', 'nonsense'], ['run', 'baseline', '--bs', '0']):
+    for args in (['--help'], ['run', 'nonsense'], ['run', 'baseline', '--bs', '0'], ['run', 'baseline', '--data-path', 'gpu']):
         out = subprocess.run([sys.executable, '-c', code, *args], capture_output=True, text=True, timeout=60)
         assert out.stdout.strip().endswith('torch not loaded'), (args, out.stdout, out.stderr)
 

@@ -115,7 +115,7 @@ def checkpoint_path(fake_imagenette, checkpoints, **settings):
 
 
 @pytest.mark.parametrize('content', ['truncated', 'empty', 'torch.save({})', 'random bytes'])
-def test_unusable_checkpoint_is_one_clear_error(fake_imagenette, checkpoints, isolated_ledger, content):
+def test_unusable_checkpoint_is_one_clear_error(fake_imagenette, checkpoints, isolated_ledger, content, capsys):
     path = checkpoint_path(fake_imagenette, checkpoints, epochs=6)
     if content == 'truncated':
         Checkpoint(path).save(learner(get_dls(bs=4, size=32, path=fake_imagenette, num_workers=0)))
@@ -125,9 +125,12 @@ def test_unusable_checkpoint_is_one_clear_error(fake_imagenette, checkpoints, is
         if content == 'empty': path.write_bytes(b'')
         elif content == 'random bytes': path.write_bytes(os.urandom(3000))
         else: torch.save({}, path)
-    run = cli('run', 'progressive', '--data', str(fake_imagenette), *ARGS, '--epochs', '6', '--ledger', str(isolated_ledger))
-    out, _ = run.communicate(timeout=120)
-    assert run.returncode == 2, out
+    # in this process (the console script's `main`): the error comes before any training
+    with pytest.raises(SystemExit) as exited:
+        imagenette_course.cli.main(['run', 'progressive', '--data', str(fake_imagenette), *ARGS, '--epochs', '6',
+                                    '--ledger', str(isolated_ledger)])
+    out = '\n'.join(capsys.readouterr())
+    assert exited.value.code == 2, out
     assert str(path) in out and 'Delete it to start the run over' in out
     assert 'Traceback' not in out and 'weights_only=False' not in out and len(out.strip().splitlines()) <= 3
 

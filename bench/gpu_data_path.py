@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""Does the data path keep the GPU busy? xresnet50 training throughput fed by each loader, against the model alone.
+
+At each image size, in one process and one after the other: the same training step (bf16 autocast, channels-last,
+Adam, bs 64) on (1) one batch of random tensors already on the GPU, the model alone; (2) batches from appendix
+92a's decoded-once loaders; (3) batches from the book's loaders (`get_dls`). The efficiency of a path is its images
+per second over the model alone's (the target for the decoded-once path: >= 0.9). Also: seconds per epoch of the
+training set at that speed, beside the 760 images/s of the first GPU run (book's loaders) and the book's ≈63 s
+per epoch at 224 px.
+
+    python bench/gpu_data_path.py DATA --out results/gpu/data_path.json          # on a GPU
+    python bench/gpu_data_path.py DATA --smoke                                    # tiny, on a CPU: so it can't rot
+"""
+import argparse, json, sys, time
+from pathlib import Path
+
+import torch
+import imagenette_course  # first: it quiets a deprecation warning that importing fastai triggers
+from fastai.vision.models.xresnet import xresnet50
+
+from imagenette_course.baseline import BOOK, REFERENCE_EPOCH_SECONDS
+from imagenette_course.data import device_name, get_dls
+from imagenette_course.fast_data import store_dls
+
+FIRST_GPU_RUN_IMAGES_PER_S = 760  # bench/README.md: the first full-mode run, book's loaders, 224 px, one H200
+BOOK_SECONDS_PER_EPOCH = dict((source, s) for s, source in REFERENCE_EPOCH_SECONDS)[BOOK]
+
+
+def batches_of(dl):
+    "The input/target batches of `dl`, epoch after epoch"
+    while True: yield from dl
+
+
+def images_per_second(model, batches, steps, warmup, bs):
+    "Training images per second of `model` on `steps` batches from `batches`, after `warmup` untimed ones"
+    opt, loss_func, dev = torch.optim.Adam(model.parameters(), lr=1e-3), torch.nn.CrossEntropyLoss(), model_device(model)
+    def step(x, y):
+        x, y = x.as_subclass(torch.Tensor), y.as_subclass(torch.Tensor)  # fastai's tensor types, as plain tensors (no copy)
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
+            loss = loss_func(model(x.contiguous(memory_format=torch.channels_last)), y)
+        opt.zero_grad(); loss.backward(); opt.step()
+    for _ in range(warmup): step(*next(batches))
+    sync(dev)
+    start = time.perf_counter()
+    for _ in range(steps): step(*next(batches))
+    sync(dev)
+    return steps * bs / (time.perf_counter() - start)
+
+
+def model_device(model): return next(model.parameters()).device
+def sync(dev):
+    if dev.type == 'cuda': torch.cuda.synchronize()
+
+
+def measure_size(data, size, bs, steps, warmup, device, per_class=None):
+    "{path: images/s} at `size` px: the model alone, decoded once, the book's loaders; plus efficiencies"
+    model = xresnet50(n_out=10).to(device).to(memory_format=torch.channels_last)
+    x = torch.randn(bs, 3, size, size, device=device)
+    y = torch.randint(0, 10, (bs,), device=device)
+    book = get_dls(bs, size, path=data, n_train=per_class, n_valid=per_class, device=device)
+    res = dict(size=size, bs=bs, n_train=len(book.train_ds))
+    res['model_only'] = images_per_second(model, iter(lambda: (x, y), None), steps, warmup, bs)
+    start = time.perf_counter()
+    fast = store_dls(book, device)
+    res['decode_once_s'] = round(time.perf_counter() - start, 1)
+    res['decoded_once'] = images_per_second(model, batches_of(fast.train), steps, warmup, bs)
+    res['book'] = images_per_second(model, batches_of(book.train), steps, warmup, bs)
+    for path in ('decoded_once', 'book'):
+        res[f'{path}_efficiency'] = round(res[path] / res['model_only'], 3)
+        res[f'{path}_s_per_epoch'] = round(res['n_train'] / res[path], 1)
+    return res
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('data', help="Imagenette folder (train/ and val/)")
+    p.add_argument('--out', help="write the results here as JSON")
+    p.add_argument('--sizes', default='128,224', help="comma-separated image sizes in px (default 128,224)")
+    p.add_argument('--steps', type=int, default=60, help="timed training steps per measurement (default 60)")
+    p.add_argument('--smoke', action='store_true', help="tiny sizes and steps, on a CPU")
+    args = p.parse_args(argv)
+    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if device.type != 'cuda' and not args.smoke: p.error("no CUDA GPU is visible: use --smoke for the tiny CPU run")
+    sizes, bs, steps, warmup, per_class = (([32], 8, 2, 1, 2) if args.smoke else
+                                           ([int(s) for s in args.sizes.split(',')], 64, args.steps, 10, None))
+    results = dict(device=device_name(), torch=torch.__version__, first_gpu_run_images_per_s=FIRST_GPU_RUN_IMAGES_PER_S,
+                   book_s_per_epoch_224=BOOK_SECONDS_PER_EPOCH,
+                   sizes=[measure_size(args.data, s, bs, steps, warmup, device, per_class) for s in sizes])
+    for r in results['sizes']:
+        print(f"{r['size']} px: model alone {r['model_only']:.0f} img/s; decoded once {r['decoded_once']:.0f} img/s "
+              f"({r['decoded_once_efficiency']:.0%}, {r['decoded_once_s_per_epoch']} s/epoch, decoded in "
+              f"{r['decode_once_s']} s); book's loaders {r['book']:.0f} img/s ({r['book_efficiency']:.0%}, "
+              f"{r['book_s_per_epoch']} s/epoch)")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2) + '\n')
+    return results
+
+
+if __name__ == '__main__': main()

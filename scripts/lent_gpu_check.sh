@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The full-mode check on a lent GPU machine (no internet, no fastai, 64 MiB of working tree), run there from the
+# repository root with .whl (`make gpu-wheels`) and build/gpu_data (`make gpu-data`) carried. Writes the ledger,
+# summary.json, data_path.json (bench/gpu_data_path.py) and the log to $1 (default $OUT/gpu); copy them to
+# results/gpu/ and commit them.
+set -euo pipefail
+out=${1:-${OUT:?set OUT or pass the results folder}/gpu}
+mkdir -p "$out"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+python3 scripts/unpack_gpu_data.py build/gpu_data /tmp/imagenette 2>&1 | tee "$out/log.txt"
+# All inside one call's 10 minutes, so that what finished comes back: the recipes (no new one starts after 7
+# minutes), then the data-path benchmark (about a minute). `|| true`: a failed or cut step still leaves the next.
+timeout 470 python3 scripts/gpu_check.py /tmp/imagenette --out "$out" --budget-min 7 2>&1 | tee -a "$out/log.txt" || true
+timeout 100 python3 bench/gpu_data_path.py /tmp/imagenette --out "$out/data_path.json" 2>&1 | tee -a "$out/log.txt"

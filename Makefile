@@ -29,12 +29,14 @@ test: test-unit test-nbs  ## unit tests, then every notebook under nbval, in qui
 # One pytest worker per core (pytest-xdist), each with one torch thread: on 2 cores that is ~20% faster than one
 # process with two threads, and two processes with two threads each are many times slower (every op waits for a
 # core). The notebooks go whole to a worker (--dist loadfile): nbval runs each in its own kernel, cell after cell.
+# `make test TEST_PAR=` runs everything in one process, with torch's own thread count.
 TEST_PAR := -n auto --maxprocesses 8
+TEST_ENV := $(if $(TEST_PAR),OMP_NUM_THREADS=1)
 test-unit: install
-	IMAGENETTE_MODE=quick OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(TEST_PAR) --dist worksteal tests
+	IMAGENETTE_MODE=quick $(TEST_ENV) $(BIN)/python -m pytest $(TEST_PAR) --dist worksteal tests
 
 test-nbs: install
-	IMAGENETTE_MODE=quick IN_TEST=1 IMAGENETTE_LEDGER=$$(mktemp -d)/ledger.jsonl OMP_NUM_THREADS=1 \
+	IMAGENETTE_MODE=quick IN_TEST=1 IMAGENETTE_LEDGER=$$(mktemp -d)/ledger.jsonl $(TEST_ENV) \
 	  $(BIN)/python -m pytest $(TEST_PAR) --dist loadfile --nbval-lax --nbval-cell-timeout=600 -p no:cacheprovider $(NOTEBOOKS)
 
 sync-check: install  ## fail if the notebooks aren't clean or the package isn't exported from them

@@ -29,8 +29,10 @@ class StoreDL(TfmdDL):
         self.images, self.labels = images, labels
 
     def create_batches(self, samps):
-        for idxs in self.chunkify(samps):
-            idxs = torch.tensor(list(idxs), device=self.images.device)
+        # the epoch's order copied to the device once: a copy per batch would wait each time for the GPU to finish
+        order = torch.tensor(list(samps), device=self.images.device)
+        for idxs in order.split(self.bs):
+            if self.drop_last and len(idxs) < self.bs: break
             yield TensorImage(self.images[idxs]), TensorCategory(self.labels[idxs])
 
     def new(self, dataset=None, cls=None, **kwargs):

@@ -26,9 +26,9 @@ run: install  ## the main job, the whole chapter: quick mode on a CPU, full mode
 
 test: test-unit test-nbs  ## unit tests, then every notebook under nbval, in quick mode
 
-# One pytest worker per core (pytest-xdist), each with one torch thread: on 2 cores that is ~20% faster than one
-# process with two threads, and two processes with two threads each are many times slower (every op waits for a
-# core). The notebooks go whole to a worker (--dist loadfile): nbval runs each in its own kernel, cell after cell.
+# One pytest worker per core (pytest-xdist), each with one torch thread. Measured side by side on 2 cores, nbval on
+# notebooks 02 and 06: 112 s in one process, 90 s in two workers with one thread each, and over 300 s (stopped) in
+# two workers with two threads each, where every op waits for a core. The notebooks go whole to a worker (--dist loadfile): nbval runs each in its own kernel, cell after cell.
 # `make test TEST_PAR=` runs everything in one process, with torch's own thread count.
 TEST_PAR := -n auto --maxprocesses 8
 TEST_ENV := $(if $(TEST_PAR),OMP_NUM_THREADS=1)

@@ -5,8 +5,8 @@ At each image size, in one process and one after the other: the same training st
 Adam, bs 64) on (1) one batch of random tensors already on the GPU, the model alone; (2) batches from appendix
 92a's decoded-once loaders; (3) batches from the book's loaders (`get_dls`). The efficiency of a path is its images
 per second over the model alone's (the target for the decoded-once path: >= 0.9). Also: seconds per epoch of the
-training set at that speed, beside the 760 images/s of the first GPU run (book's loaders) and the book's ≈63 s
-per epoch at 224 px.
+training set at that speed, beside the first GPU run's 760 images/s (book's loaders, epoch wall time with
+validation) and the book's ≈63 s per epoch at 224 px.
 
     python bench/gpu_data_path.py DATA --out results/gpu/data_path.json          # on a GPU
     python bench/gpu_data_path.py DATA --smoke                                    # tiny, on a CPU: so it can't rot
@@ -22,7 +22,8 @@ from imagenette_course.baseline import BOOK, REFERENCE_EPOCH_SECONDS
 from imagenette_course.data import device_name, get_dls
 from imagenette_course.fast_data import store_dls
 
-FIRST_GPU_RUN_IMAGES_PER_S = 760  # bench/README.md: the first full-mode run, book's loaders, 224 px, one H200
+FIRST_GPU_RUN_IMAGES_PER_S = 760  # bench/README.md: the first full-mode run, book's loaders, one H200: 9,469 training
+# images in 12.5 s of wall time per 224-px epoch (validation included), from 128-px JPEGs
 BOOK_SECONDS_PER_EPOCH = dict((source, s) for s, source in REFERENCE_EPOCH_SECONDS)[BOOK]
 
 

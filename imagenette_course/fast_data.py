@@ -36,7 +36,8 @@ class StoreDL(TfmdDL):
             yield TensorImage(self.images[idxs]), TensorCategory(self.labels[idxs])
 
     def new(self, dataset=None, cls=None, **kwargs):
-        if dataset is not None and dataset is not self.dataset:  # other items (`test_dl`): fastai's own loader
+        # other items (`test_dl`) or other per-item transforms (`learn.tta(item_tfms=...)`): fastai's own loader
+        if (dataset is not None and dataset is not self.dataset) or {'after_item', 'before_batch'} & set(kwargs):
             return TfmdDL.new(self, dataset, cls or TfmdDL, **kwargs)
         res = super().new(dataset, cls, **kwargs)
         res.images, res.labels = self.images, self.labels
@@ -44,6 +45,7 @@ class StoreDL(TfmdDL):
 
 def store_dl(dl, device=None):
     "`dl` as a `StoreDL` on `device` (default: fastai's): same items, labels, sampling and transforms"
+    if dl.before_batch.fs: raise ValueError("a loader with `before_batch` transforms can't be decoded once: they act on items")
     images, labels = decode_once(dl)
     device = device or default_device()
     # copies of the transform lists: a `TfmdDL` built on another's `Pipeline` empties that one
@@ -57,8 +59,8 @@ def store_dls(dls, device=None):
 
 # %% ../nbs/92a_fast_data.ipynb #d6a1982c
 class DecodeOnce(Callback):
-    "Before every `fit`, replace the learner's `DataLoaders` by `store_dls` of them, on the model's device"
+    "Before every `fit`, replace the learner's `DataLoaders` by `store_dls` of them, on the same device"
     order = -20  # before the callbacks that read or wrap the loaders (training/eval switch, data-parallel wrapper)
     def before_fit(self):
-        if not isinstance(self.dls.train, StoreDL):
-            self.learn.dls = store_dls(self.dls, next(self.model.parameters()).device)
+        # the loaders' device, not the model's: fastai moves the model to the loaders' device after this (order -10)
+        if not isinstance(self.dls.train, StoreDL): self.learn.dls = store_dls(self.dls, self.dls.device)

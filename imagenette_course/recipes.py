@@ -6,8 +6,8 @@ Docs: https://imagenette-course.github.io/imagenette_course/recipes.html.md"""
 
 # %% auto #0
 __all__ = ['RECIPES', 'DATA_PATHS', 'Recipe', 'tta_comparison', 'with_tta', 'recipe_names', 'recipe_config', 'writable_folder',
-           'check_ledger', 'check_run_folders', 'data_path_callbacks', 'trained', 'presize', 'sizes_trained',
-           'save_record', 'finished_record', 'run_recipe', 'run_all']
+           'check_ledger', 'check_run_folders', 'data_path_callbacks', 'training_key', 'trained', 'presize',
+           'sizes_trained', 'save_record', 'finished_record', 'run_recipe', 'run_all']
 
 # %% ../nbs/93_recipes.ipynb #ba19310d
 import json, os, tempfile, time
@@ -99,7 +99,7 @@ def check_run_folders(ledger=None):
     writable_folder(checkpoint_dir(), "checkpoints", "IMAGENETTE_CHECKPOINTS naming a folder you can write to")
 
 # %% ../nbs/93_recipes.ipynb #158a4fd7
-_TRAINED = OrderedDict()  # (run key, data path) -> (learner, checkpoint, seconds of training)
+_TRAINED = OrderedDict()  # training key -> (learner, checkpoint, seconds of training)
 
 DATA_PATHS = ('fast', 'book')
 
@@ -109,17 +109,22 @@ def data_path_callbacks(data_path=None):
     if data_path not in DATA_PATHS: raise ValueError(f"unknown data path {data_path!r}: use one of {', '.join(DATA_PATHS)}")
     return data_path, [DecodeOnce] if data_path == 'fast' else []
 
+def training_key(recipe, cfg, data_path):
+    "`run_key` of `recipe`'s training on `cfg`, marked with `data_path` unless it's the book's: a run resumes only on its own"
+    key = run_key(recipe.train.__name__, cfg)
+    return key if data_path == 'book' else f"{key}-{data_path}"
+
 def trained(recipe, cfg, data_path=None):
     "(learner, checkpoint, seconds of training, reused?) for `recipe` on `cfg`: reused from this process if it was trained here"
-    key = run_key(recipe.train.__name__, cfg)
     data_path, data_cbs = data_path_callbacks(data_path)
-    if (key, data_path) in _TRAINED: return (*_TRAINED[key, data_path], True)
+    key = training_key(recipe, cfg, data_path)
+    if key in _TRAINED: return (*_TRAINED[key], True)
     ck, start = Checkpoint(checkpoint_dir()/f"{key}.pt"), time.perf_counter()
     add, remove = speed_ups()
     with resumable(ck), default_callbacks([*add, *data_cbs], remove): learn = recipe.train(cfg)
-    _TRAINED[key, data_path] = learn, ck, ck.elapsed_before + time.perf_counter() - start
+    _TRAINED[key] = learn, ck, ck.elapsed_before + time.perf_counter() - start
     while len(_TRAINED) > 2: _TRAINED.popitem(last=False)
-    return (*_TRAINED[key, data_path], False)
+    return (*_TRAINED[key], False)
 
 def presize(dls):
     "The size of the item resize (presizing) of `dls`, in px"
@@ -152,12 +157,12 @@ def run_recipe(name, mode=None, ledger=None, data_path=None, **overrides):
     if main: check_run_folders(ledger)
     if main: print(f"{name}: {cfg}", flush=True)
     set_seed(cfg.seed, reproducible=True)
-    ck = Checkpoint(checkpoint_dir()/f"{run_key(recipe.train.__name__, cfg)}.pt")
+    data_path = data_path_callbacks(data_path)[0]
+    ck = Checkpoint(checkpoint_dir()/f"{training_key(recipe, cfg, data_path)}.pt")
     if ck.resumed and (done := finished_record(name, ck, ledger)):
         ck.remove()
         print(f"{name}: this run had already finished and was recorded:\n{done}", flush=True)
         return done
-    data_path = data_path_callbacks(data_path)[0]
     learn, ck, train_s, reused = trained(recipe, cfg, data_path)
     if reused and main: print(f"{name}: measuring the model trained earlier in this run by `{recipe.train.__name__}` "
                               f"with the same settings", flush=True)

@@ -9,8 +9,10 @@ mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
-python3 scripts/unpack_gpu_data.py build/gpu_data /tmp/imagenette 2>&1 | tee "$out/log.txt"
-# All inside one call's 10 minutes, so that what finished comes back: the recipes (no new one starts after 7
-# minutes), then the data-path benchmark (about a minute). `|| true`: a failed or cut step still leaves the next.
-timeout 470 python3 scripts/gpu_check.py /tmp/imagenette --out "$out" --budget-min 7 2>&1 | tee -a "$out/log.txt" || true
-timeout 100 python3 bench/gpu_data_path.py /tmp/imagenette --out "$out/data_path.json" 2>&1 | tee -a "$out/log.txt"
+rm -rf /tmp/imagenette  # a rerun on the same machine unpacks again
+python3 scripts/unpack_gpu_data.py build/gpu_data /tmp/imagenette 2>&1 | tee -a "$out/log.txt"
+# All inside one call's 10 minutes (600 s), so that what finished comes back: wheels and unpacking (~20 s), the
+# recipes (450 s at most; none starts after 6.5 minutes), then the data-path benchmark (90 s at most). `|| true`: a
+# failed or cut step still leaves the next its time.
+timeout 450 python3 scripts/gpu_check.py /tmp/imagenette --out "$out" --budget-min 6.5 2>&1 | tee -a "$out/log.txt" || true
+timeout 90 python3 bench/gpu_data_path.py /tmp/imagenette --out "$out/data_path.json" 2>&1 | tee -a "$out/log.txt"

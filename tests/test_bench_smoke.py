@@ -28,6 +28,10 @@ def test_gpu_check_smoke_runs_recipes_in_book_order_and_the_noise_experiment(sha
     run_script('scripts/unpack_gpu_data.py', pack, data, timeout=60)
     unpacked = sorted(p.relative_to(data).as_posix() for p in data.rglob('*.JPEG'))
     assert unpacked == sorted(f[0] for f in index['files']) and (data/'noisy_imagenette.csv').is_file()
+    with open(pack/'images.bin', 'r+b') as f: f.truncate(f.seek(0, 2) - 100)  # a pack cut short in transfer
+    cut = subprocess.run([sys.executable, str(ROOT/'scripts'/'unpack_gpu_data.py'), str(pack), str(tmp_path/'cut')],
+                         capture_output=True, text=True, timeout=60)
+    assert cut.returncode == 1 and 'the pack is incomplete' in cut.stderr and not (tmp_path/'cut').exists()
     # The recipes that exercise the script's own logic: book order, TTA reusing the progressive model, the noise
     # experiment. That every recipe runs through the same `cli.main` is tested by `run all` in test_cli.py.
     chosen = ['label-smoothing', 'tta', 'progressive', 'normalized']

@@ -66,6 +66,8 @@ bench: install  ## CPU benchmarks, run by hand (a few minutes): data pipeline, t
 GPU_DATA   ?= build/gpu_data
 GPU_IMAGES ?= build/gpu_imagenette
 GPU_OUT    ?= results/gpu
+# Runs sharing the GPU at a time (scripts/gpu_check.py --lanes): at bs 64 one process leaves a large GPU idle
+GPU_LANES  ?= 3
 
 gpu-data: install  ## Imagenette packed for a GPU machine: all 13,394 images at 224 px as AVIF (<= 50 MiB), build/gpu_data
 	rm -rf $(GPU_DATA)
@@ -80,7 +82,7 @@ gpu-check: install  ## every recipe in full mode on one GPU, in <= 8 minutes: le
 	test -f $(GPU_DATA)/index.json || $(MAKE) gpu-data
 	rm -rf $(GPU_IMAGES)
 	$(BIN)/python scripts/unpack_gpu_data.py $(GPU_DATA) $(GPU_IMAGES)
-	$(BIN)/python scripts/gpu_check.py $(GPU_IMAGES) --out $(GPU_OUT)
+	$(BIN)/python scripts/gpu_check.py $(GPU_IMAGES) --out $(GPU_OUT) --lanes $(GPU_LANES)
 
 clean:
 	rm -rf $(VENV) build *.egg-info _docs _site _sphinx _site_check

@@ -20,7 +20,7 @@ from fastai.vision.models.xresnet import xresnet50
 
 from imagenette_course.baseline import BOOK, REFERENCE_EPOCH_SECONDS
 from imagenette_course.data import device_name, get_dls
-from imagenette_course.fast_data import store_dls
+from imagenette_course.fast_data import clear_decoded, store_dls
 
 FIRST_GPU_RUN_IMAGES_PER_S = 760  # bench/README.md: the first full-mode run, book's loaders, one H200: 9,469 training
 # images in 12.5 s of wall time per 224-px epoch (validation included), from 128-px JPEGs
@@ -61,6 +61,7 @@ def measure_size(data, size, bs, steps, warmup, device, per_class=None):
     book = get_dls(bs, size, path=data, n_train=per_class, n_valid=per_class, device=device)
     res = dict(size=size, bs=bs, n_train=len(book.train_ds))
     res['model_only'] = images_per_second(model, iter(lambda: (x, y), None), steps, warmup, bs)
+    clear_decoded()  # time a decode, not a hit in the per-process cache of decoded images
     start = time.perf_counter()
     fast = store_dls(book, device)
     res['decode_once_s'] = round(time.perf_counter() - start, 1)

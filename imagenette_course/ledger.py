@@ -17,7 +17,7 @@ from pathlib import Path
 import fastai, torch, torchvision
 import matplotlib.pyplot as plt
 
-from .baseline import REFERENCES, BOOK
+from .baseline import REFERENCES, BOOK, full_mode_lines, full_mode_result
 
 # %% ../nbs/90_ledger.ipynb #bfab6daa
 def library_versions():
@@ -108,10 +108,11 @@ def read_ledger(path=None):
 
 # %% ../nbs/90_ledger.ipynb #f8cb5231
 def data_name(record):
-    "The data a record was trained on, in words: 'imagenette', or e.g. 'imagewoof, 25% noisy labels'"
+    "The data a record was trained on, in words: 'imagenette', or e.g. 'imagewoof, 25% noisy labels', 'imagenette, random split'"
     cfg = record.get('config') or {}
-    noise = cfg.get('noise') or 0
-    return cfg.get('dataset', 'imagenette') + (f", {noise}% noisy labels" if noise else '')
+    noise, split = cfg.get('noise') or 0, cfg.get('split', 'official')  # records older than `split` used the official one
+    return (cfg.get('dataset', 'imagenette') + (f", {noise}% noisy labels" if noise else '')
+            + (f", {split} split" if split != 'official' else ''))
 
 def latest_runs(records, order=()):
     "The newest record of each (recipe, mode, device, data), sorted by data and mode, then by the recipe's place in `order`"
@@ -120,7 +121,7 @@ def latest_runs(records, order=()):
     return sorted(latest.values(), key=lambda r: (data_name(r), r['mode'], rank.get(r['recipe'], len(rank)), r['device']))
 
 def comparison_table(records, order=()):
-    "The newest run of each recipe as an aligned text table, then the reference numbers with their sources"
+    "The newest run of each recipe as an aligned text table, then the course's full-mode GPU run and the published numbers"
     if not records: return "No runs recorded yet: try `imagenette-course run all`."
     head = ['recipe', 'data', 'mode', 'device', 'epochs', 'px', 'accuracy', 'with TTA', 'wall time']
     rows = [[r['recipe'], data_name(r), r['mode'], r['device'], str(r['epochs']), '→'.join(map(str, r['sizes'])),
@@ -129,7 +130,9 @@ def comparison_table(records, order=()):
     widths = [max(map(len, col)) for col in zip(head, *rows)]
     table = '\n'.join('  '.join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head, *rows])
     refs = '\n'.join(f"  {name:26} {acc:7.2%}  {setting}  [{source}]" for name, acc, source, setting in REFERENCES)
-    return f"{table}\n\nFor reference, not measured here (other data, hardware and splits):\n{refs}"
+    gpu = '\n'.join(full_mode_lines(noise=None, split=None))
+    return (f"{table}\n\nFor reference, the course's committed full-mode GPU run (not measured here):\n{gpu}\n\n"
+            f"And the published numbers (other data, hardware and splits):\n{refs}")
 
 # %% ../nbs/90_ledger.ipynb #7449e956
 def plot_comparison(records, order=()):
@@ -144,6 +147,9 @@ def plot_comparison(records, order=()):
     marks = [(i, book[r['recipe']]) for i, r in enumerate(runs) if r['recipe'] in book]
     if marks: ax1.scatter(*zip(*marks), marker='o', facecolors='none', edgecolors='k', zorder=3,
                           label="the book's notebook (reference)")
+    gpu = [(i, full_mode_result(r['recipe'])) for i, r in enumerate(runs) if data_name(r) == 'imagenette']
+    gpu = [(i, g['accuracy']) for i, g in gpu if g and g['status'] == 'ok']
+    if gpu: ax1.scatter(*zip(*gpu), marker='x', color='k', zorder=3, label="the course's full-mode GPU run (reference)")
     ax1.set_xticks(range(len(runs)), labels, rotation=45, ha='right', fontsize=8)
     ax1.set(ylabel='validation accuracy', ylim=(0, 1), title='Accuracy per recipe')
     ax1.legend(fontsize=8)

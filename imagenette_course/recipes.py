@@ -25,7 +25,7 @@ from .baseline import baseline
 from .normalization import normalized
 from .progressive import PROGRESSIVE_SETTINGS, progressive, progressive_schedule, seconds_per_epoch
 from .tta import compare_tta, fastai_tta
-from .mixup import MIXUP_SETTINGS, mixup
+from .mixup import mixup
 from .label_smoothing import label_smoothing
 from .sota import SOTA_SETTINGS, sota
 from .ledger import RunRecord, append_record, comparison_table, ledger_path, read_ledger
@@ -58,7 +58,7 @@ RECIPES = {
     'progressive':          Recipe(progressive, 4, PROGRESSIVE_SETTINGS),
     'progressive-schedule': Recipe(progressive_schedule, 4, PROGRESSIVE_SETTINGS),
     'tta':                  Recipe(progressive, 5, PROGRESSIVE_SETTINGS, evaluate=tta_comparison),
-    'mixup':                Recipe(mixup, 6, MIXUP_SETTINGS),
+    'mixup':                Recipe(mixup, 6),
     'label-smoothing':      Recipe(label_smoothing, 7),
     'sota':                 Recipe(sota, 8, SOTA_SETTINGS, evaluate=with_tta),
 }

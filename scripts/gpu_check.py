@@ -3,16 +3,19 @@
 
     python scripts/gpu_check.py DATA --out results/gpu-check            # full mode, on one NVIDIA GPU, no internet
     python scripts/gpu_check.py DATA --out /tmp/smoke --smoke           # tiny settings on a CPU, so it can't rot
+    python scripts/gpu_check.py DATA --out results/gpu --lanes 3        # three runs at a time on the one GPU
 
 DATA is an Imagenette folder (train/ and val/), usually the small copy that scripts/make_gpu_data.py makes. The
 recipes run one after the other in this process (one import of torch and fastai, one CUDA start-up, and chapter 5's
 TTA measured on the model chapter 4's recipe has just trained), the ones with a number in the book first, so that if
-the time budget runs out those are the results that exist. Then chapter 7's noisy-label experiment: plain
-cross-entropy and label smoothing trained on 25% noisy labels (their 0% runs are the recipes themselves), when the
-data folder has its noisy-label CSV. summary.json is rewritten after every run, so a run that is killed still leaves
-what it finished.
+the time budget runs out those are the results that exist; then the baseline on the book's random 80/20 split (it separates
+the split from the data copy where our numbers differ from the book's), the other recipes, and chapter 7's
+noisy-label experiment: plain cross-entropy and label smoothing trained on 25% noisy labels (their 0% runs are the
+recipes themselves), when the data folder has its noisy-label CSV. Without progress bars: a bar's loss readout waits
+for the GPU after every batch. summary.json is rewritten after every run, so a run that is killed still leaves what
+it finished.
 """
-import argparse, gc, json, sys, time, traceback
+import argparse, gc, json, subprocess, sys, time, traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,10 +24,13 @@ from PIL import Image
 
 import imagenette_course  # first: it quiets a deprecation warning that importing fastai triggers
 import imagenette_course.cli as cli  # importing the CLI registers every chapter's recipe
+from fastai.callback.progress import ProgressCallback
+
 from imagenette_course.data import DATASETS, MODES, SPLITS, DataError, check_imagenette, device_name, resolve_data_path
 from imagenette_course.baseline import BOOK, REFERENCE_EPOCH_SECONDS, REFERENCES
 from imagenette_course.ledger import library_versions, read_ledger
 from imagenette_course.recipes import RECIPES
+from imagenette_course.resume import default_callbacks
 
 # The fastbook notebook's accuracies and seconds per epoch at 224 px, to compare with
 BOOK_RESULTS = {name: (acc, setting) for name, acc, source, setting in REFERENCES if source == BOOK}
@@ -48,23 +54,62 @@ def make_parser():
     p.add_argument('--bs', type=cli.positive_int, help="override every recipe's batch size")
     p.add_argument('--data-path', choices=cli.DATA_PATH_NAMES,
                    help="fast (default on a GPU): images decoded once, appendix 92a; book: the book's loaders, to compare")
+    p.add_argument('--lanes', type=cli.positive_int, default=1,
+                   help="runs sharing the GPU at a time, each lane a process of its own (default 1); their seconds per "
+                        "epoch are then measured while sharing")
+    p.add_argument('--lane', type=int, help=argparse.SUPPRESS)  # set by the check itself: run only this lane's share
+    p.add_argument('--commit', default=git_commit(),
+                   help="the commit being run, for the summary (default: git's HEAD here, if this is a git checkout)")
     return p
 
 
+def git_commit():
+    "The short hash of this checkout's HEAD, or None outside a git checkout"
+    try: out = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=Path(__file__).parent)
+    except OSError: return None
+    return out.stdout.strip() or None
+
+
+# Where our numbers differ from the book's: the book's own split (a random 80/20 split of all images) on our data copy
+SPLIT_EXPERIMENT = [('baseline', dict(split='random'))]
 # Chapter 7's experiment: does label smoothing help when 25% of the training labels are wrong?
-NOISE_EXPERIMENT = [('normalized', 25), ('label-smoothing', 25)]
+NOISE_EXPERIMENT = [('normalized', dict(noise=25)), ('label-smoothing', dict(noise=25))]
 
 
 def run_order(selected=None, noise=True):
-    "(recipe, noise %) pairs to run: recipes with a book result first (the book's order), the rest, then the noise runs"
-    names = [n for n in BOOK_RESULTS if n in RECIPES] + [n for n in RECIPES if n not in BOOK_RESULTS]
-    runs = [(n, 0) for n in names] + (NOISE_EXPERIMENT if noise else [])
-    return runs if selected is None else [(n, p) for n, p in runs if n in selected]
+    "(recipe, settings) pairs to run: recipes with a book result (the book's order), the split run, the rest, the noise runs"
+    book = [(n, {}) for n in BOOK_RESULTS if n in RECIPES]
+    rest = [(n, {}) for n in RECIPES if n not in BOOK_RESULTS]
+    runs = book + SPLIT_EXPERIMENT + rest + (NOISE_EXPERIMENT if noise else [])
+    return runs if selected is None else [(n, s) for n, s in runs if n in selected]
 
 
-def cli_args(args, data, ledger, noise=0):
-    "The `imagenette-course run RECIPE` arguments of a run with `noise` % noisy training labels"
-    argv = ['--mode', args.mode, '--data', str(data), '--ledger', str(ledger), '--noise', str(noise)]
+# Relative training time of a run, for sharing runs out between lanes: progressive runs train 4 + 1 + 5 epochs against
+# the others' 5; TTA measures the model its progressive run has just trained.
+RUN_COST = {'progressive': 2, 'progressive-schedule': 2, 'sota': 2, 'tta': 0}
+
+def lanes_of(runs, n):
+    "`runs` shared out between `n` lanes in their order, each to the least loaded lane; TTA joins its progressive run"
+    lanes, load = [[] for _ in range(n)], [0] * n
+    for name, settings in runs:
+        trained_by = [i for i, lane in enumerate(lanes) if ('progressive', {}) in lane] if (name, settings) == ('tta', {}) else []
+        i = trained_by[0] if trained_by else load.index(min(load))
+        lanes[i].append((name, settings))
+        load[i] += RUN_COST.get(name, 1)
+    return lanes
+
+
+def run_name(name, settings):
+    "A run's name in the log and the summary's table: the recipe, and what differs from its plain run"
+    extra = ([f"{settings['noise']}% noisy labels"] if settings.get('noise') else []) + \
+            ([f"{settings['split']} split"] if settings.get('split', 'official') != 'official' else [])
+    return name + (f" ({', '.join(extra)})" if extra else '')
+
+
+def cli_args(args, data, ledger, settings):
+    "The `imagenette-course run RECIPE` arguments of a run with `settings` (noise %, split) beside the check's own"
+    argv = ['--mode', args.mode, '--data', str(data), '--ledger', str(ledger)]
+    for flag, value in settings.items(): argv += [f'--{flag}', str(value)]
     for flag in ('epochs', 'size', 'bs', 'data_path'):
         if getattr(args, flag) is not None: argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     return argv
@@ -97,16 +142,17 @@ def run_one(name, argv, ledger):
     return status, error, seconds, added
 
 
-def recipe_result(name, status, error, seconds, record, noise=0):
+def recipe_result(name, status, error, seconds, record, settings):
     "One run's entry in summary.json, with the book's accuracy beside ours where the book has one"
-    res = dict(recipe=name, noise=noise, status=status, error=error, seconds=seconds)
+    res = dict(recipe=name, noise=settings.get('noise', 0), split=settings.get('split', 'official'), status=status,
+               error=error, seconds=seconds)
     if record is None: return res
     extra = record.get('extra', {})
     res.update({k: record[k] for k in ('accuracy', 'sizes', 'epochs', 'n_train', 'n_valid', 'wall_time_s', 'device')})
     res.update(accuracy_tta=extra.get('accuracy_tta'), data_path=extra.get('data_path'),
                seconds_per_epoch=extra.get('seconds_per_epoch'),  # {px: s}, from recipes that time their epochs
                wall_s_per_epoch=round(record['wall_time_s'] / record['epochs'], 1))  # upper bound: includes set-up
-    if name in BOOK_RESULTS and not noise:
+    if name in BOOK_RESULTS and not settings:
         book, source = BOOK_RESULTS[name]
         ours = res['accuracy_tta'] if name == 'tta' else res['accuracy']
         res.update(book_accuracy=book, book_source=source, vs_book_pp=round(100 * (ours - book), 2))
@@ -140,13 +186,54 @@ def print_table(summary):
         acc = f"{r['accuracy']:.2%}" if 'accuracy' in r else '-'
         tta = f", TTA {r['accuracy_tta']:.2%}" if r.get('accuracy_tta') is not None else ''
         book = f", book {r['book_accuracy']:.2%}" if 'book_accuracy' in r else ''
-        name = r['recipe'] + (f" ({r['noise']}% noise)" if r.get('noise') else '')
-        print(f"  {name:26} {r['status']:8} {acc}{tta}{book}, {r['seconds']:.0f} s"
+        name = run_name(r['recipe'], r)
+        print(f"  {name:36} {r['status']:8} {acc}{tta}{book}, {r['seconds']:.0f} s"
               + (f"  ({r['error']})" if r['error'] else ''))
+
+
+def merge_lanes(out, header, order, lanes, elapsed):
+    "summary.json and ledger.jsonl in `out` from the lanes' own, in the check's run order; a run no lane has reported is missing"
+    done, records = {}, []
+    for i in range(lanes):
+        lane = out/f'lane-{i}'
+        if (lane/'summary.json').is_file():
+            for r in json.loads((lane/'summary.json').read_text())['results']: done[r['recipe'], r['noise'], r['split']] = r
+        records += read_ledger(lane/'ledger.jsonl')
+    results = [done.get(key) or recipe_result(name, 'running', "not finished when this summary was written", 0, None, s)
+               for name, s in order for key in [(name, s.get('noise', 0), s.get('split', 'official'))]]
+    rank = {key: i for i, key in enumerate(order_keys(order))}
+    records.sort(key=lambda r: rank.get((r['recipe'], r['config'].get('noise', 0), r['config'].get('split', 'official')), 0))
+    tmp = out/'ledger.tmp'
+    tmp.write_text(''.join(json.dumps(r) + '\n' for r in records))
+    tmp.replace(out/'ledger.jsonl')
+    return write_summary(out/'summary.json', header, results, elapsed)
+
+
+def order_keys(order): return [(name, s.get('noise', 0), s.get('split', 'official')) for name, s in order]
+
+
+def run_lanes(argv, args, out, header, order):
+    "Run the check as `args.lanes` processes sharing the GPU, each with its share of `order` and its own log and summary"
+    start, lanes = time.perf_counter(), lanes_of(order, args.lanes)
+    procs = []
+    for i, lane in enumerate(lanes):
+        (out/f'lane-{i}').mkdir(parents=True, exist_ok=True)
+        print(f"lane {i}: {', '.join(run_name(n, s) for n, s in lane)}; log in {out/f'lane-{i}'/'log.txt'}", flush=True)
+        with open(out/f'lane-{i}'/'log.txt', 'w') as log:
+            procs.append(subprocess.Popen([sys.executable, __file__, *argv, '--lane', str(i), '--out', str(out/f'lane-{i}')],
+                                          stdout=log, stderr=subprocess.STDOUT))
+    while any(p.poll() is None for p in procs):  # the merged summary is at most a few seconds old if this is killed
+        merge_lanes(out, header, order, args.lanes, time.perf_counter() - start)
+        time.sleep(5)
+    summary = merge_lanes(out, header, order, args.lanes, time.perf_counter() - start)
+    for r in summary['results']:
+        if r['status'] == 'running': r.update(status='failed', error="its lane ended without reporting it")
+    return write_summary(out/'summary.json', header, summary['results'], summary['total_s'])
 
 
 def main(argv=None):
     parser = make_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if args.smoke:
         for k, v in SMOKE.items():
@@ -166,27 +253,36 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ledger, summary_path = out/'ledger.jsonl', out/'summary.json'
-    header = dict(smoke=args.smoke, mode=args.mode, overrides={k: getattr(args, k) for k in ('epochs', 'size', 'bs', 'data_path')},
+    header = dict(smoke=args.smoke, commit=args.commit, lanes=args.lanes, mode=args.mode, overrides={k: getattr(args, k) for k in ('epochs', 'size', 'bs', 'data_path')},
                   device=device_name(), versions=library_versions(), data=data_facts(data),
                   started=datetime.now(timezone.utc).isoformat(timespec='seconds'), budget_s=60 * args.budget_min,
                   ledger=str(ledger), book=dict(seconds_per_epoch_224=BOOK_SECONDS_PER_EPOCH_224,
                                                 accuracy={k: v[0] for k, v in BOOK_RESULTS.items()}))
+    order = run_order(selected, noise=(data/DATASETS['imagenette'].noisy_csv).is_file())
+    if args.lanes > 1 and args.lane is None:
+        summary = run_lanes(argv, args, out, header, order)
+        return finish(summary, out)
+    if args.lane is not None: order = lanes_of(order, args.lanes)[args.lane]
     start, results = time.perf_counter(), []
-    has_noisy_labels = (data/DATASETS['imagenette'].noisy_csv).is_file()
-    for name, noise in run_order(selected, noise=has_noisy_labels):
+    for name, settings in order:
         if time.perf_counter() - start > header['budget_s']:
-            results.append(recipe_result(name, 'skipped', "the time budget was spent before it could start", 0, None, noise))
+            results.append(recipe_result(name, 'skipped', "the time budget was spent before it could start", 0, None, settings))
             continue
-        status, error, seconds, added = run_one(name, cli_args(args, data, ledger, noise), ledger)
-        results.append(recipe_result(name, status, error, seconds, added[-1] if added else None, noise))
+        print(f"\n=== gpu check: {run_name(name, settings)}, {time.perf_counter() - start:.0f} s so far ===", flush=True)
+        with default_callbacks(remove=[ProgressCallback]):  # its loss readout would wait for the GPU after every batch
+            status, error, seconds, added = run_one(name, cli_args(args, data, ledger, settings), ledger)
+        results.append(recipe_result(name, status, error, seconds, added[-1] if added else None, settings))
         write_summary(summary_path, header, results, time.perf_counter() - start)
         gc.collect()  # the finished recipe's learner and data loaders: free them before the next recipe
         if torch.cuda.is_available(): torch.cuda.empty_cache()
-    summary = write_summary(summary_path, header, results, time.perf_counter() - start)
+    return finish(write_summary(summary_path, header, results, time.perf_counter() - start), out)
+
+
+def finish(summary, out):
+    "Print the summary's table and exit: 0 if every run finished within the budget"
     print_table(summary)
-    print(f"Wrote {summary_path} and {ledger}")
-    ok = all(r['status'] == 'ok' for r in results) and summary['within_budget']
-    sys.exit(0 if ok else 1)
+    print(f"Wrote {out/'summary.json'} and {out/'ledger.jsonl'}")
+    sys.exit(0 if all(r['status'] == 'ok' for r in summary['results']) and summary['within_budget'] else 1)
 
 
 if __name__ == '__main__': main()

@@ -16,7 +16,7 @@ def run_script(script, *args, timeout):
     return out.stdout
 
 
-def test_gpu_check_smoke_runs_recipes_in_book_order_and_the_noise_experiment(shared_data, tmp_path):
+def test_gpu_check_smoke_runs_recipes_in_book_order_and_the_split_and_noise_experiments(shared_data, tmp_path):
     pack, data, out = tmp_path/'pack', tmp_path/'data', tmp_path/'out'
     # 7 training images per class: progressive resizing's quick first stage needs one full batch of 64
     made = run_script('scripts/make_gpu_data.py', shared_data, pack, '--train-per-class', 7, '--val-per-class', 2,
@@ -32,25 +32,31 @@ def test_gpu_check_smoke_runs_recipes_in_book_order_and_the_noise_experiment(sha
     cut = subprocess.run([sys.executable, str(ROOT/'scripts'/'unpack_gpu_data.py'), str(pack), str(tmp_path/'cut')],
                          capture_output=True, text=True, timeout=60)
     assert cut.returncode == 1 and 'the pack is incomplete' in cut.stderr and not (tmp_path/'cut').exists()
-    # The recipes that exercise the script's own logic: book order, TTA reusing the progressive model, the noise
-    # experiment. That every recipe runs through the same `cli.main` is tested by `run all` in test_cli.py.
-    chosen = ['label-smoothing', 'tta', 'progressive', 'normalized']
+    # The recipes that exercise the script's own logic: book order, TTA reusing the progressive model, the split and
+    # noise experiments. That every recipe runs through the same `cli.main` is tested by `run all` in test_cli.py.
+    chosen = ['label-smoothing', 'tta', 'progressive', 'normalized', 'baseline']
     # the decoded-once data path (appendix 92a), which full mode uses on a GPU, through every step of the check
+    # in two lanes (processes) at once, as on the GPU machine, where one process leaves the GPU idle between kernels
     run_script('scripts/gpu_check.py', data, '--out', out, '--smoke', '--recipes', ','.join(chosen), '--data-path', 'fast',
-               timeout=300)
+               '--lanes', 2, timeout=300)
 
     summary = json.loads((out/'summary.json').read_text())
-    runs = [(r['recipe'], r['noise']) for r in summary['results']]
-    assert runs[:len(chosen)] == [(name, 0) for name in runs_in_book_order() if name in chosen]
-    assert runs[len(chosen):] == [('normalized', 25), ('label-smoothing', 25)]  # chapter 7's noisy-label experiment
+    runs = [(r['recipe'], r['noise'], r['split']) for r in summary['results']]
+    book_results = {name for name, _, source, _ in REFERENCES if source == BOOK}
+    plain = [(name, 0, 'official') for name in runs_in_book_order() if name in chosen]
+    assert runs == ([r for r in plain if r[0] in book_results] + [('baseline', 0, 'random')]  # the book's own split
+                    + [r for r in plain if r[0] not in book_results]
+                    + [('normalized', 25, 'official'), ('label-smoothing', 25, 'official')])  # chapter 7's experiment
+    assert len(summary['commit']) >= 7  # the checkout it ran from
+    assert summary['lanes'] == 2 and all((out/f'lane-{i}'/'log.txt').is_file() for i in range(2))
     assert all(r['status'] == 'ok' and 0 <= r['accuracy'] <= 1 for r in summary['results']), summary['results']
     assert summary['smoke'] and summary['mode'] == 'quick' and summary['data']['images'] == dict(train=70, val=20)
     assert summary['data']['pack']['psnr_db'] == index['psnr_db']  # the data's provenance travels with the results
     book = {r['recipe']: r for r in summary['results'] if 'book_accuracy' in r}
-    book_results = {name for name, _, source, _ in REFERENCES if source == BOOK}
     assert set(book) == book_results & set(chosen) and book['tta']['accuracy_tta'] is not None
+    assert book['baseline']['split'] == 'official'  # the random-split run is not compared with the book's as if the same
     ledger = [json.loads(line) for line in (out/'ledger.jsonl').read_text().splitlines()]
-    assert sorted((r['recipe'], r['config']['noise']) for r in ledger) == sorted(runs)
+    assert sorted((r['recipe'], r['config']['noise'], r['config']['split']) for r in ledger) == sorted(runs)
     assert {r['extra']['data_path'] for r in ledger} == {'fast'}
     tta = next(r for r in ledger if r['recipe'] == 'tta')
     assert tta['extra']['reused_training']  # measured on the model the progressive recipe had just trained
@@ -74,3 +80,12 @@ def test_unpacking_a_folder_that_is_not_a_pack_says_how_to_make_one(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and 'is not a pack' in out.stderr and 'make gpu-data' in out.stderr
     assert not (tmp_path/'out').exists()
+
+
+def test_optimizer_step_benchmark_smoke_times_every_optimizer(tmp_path):
+    out = run_script('bench/optimizer_step.py', '--smoke', '--out', tmp_path/'opt.json', timeout=120)
+    results = json.loads((tmp_path/'opt.json').read_text())['results']
+    assert len(results) == 2 and 'fastai Adam / FusedAdam =' in out  # (a), and (b)'s settings on the CPU
+    for r in results:
+        assert set(r['ms_per_step']) == {'fastai Adam', 'FusedAdam', 'AdamW fused (ref.)'}
+        assert all(ms > 0 for ms in r['ms_per_step'].values()) and r['fused_speedup'] > 0

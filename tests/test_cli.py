@@ -19,6 +19,8 @@ QUICK = MODES['quick']
     (['run', 'baseline', '--mode', 'fast'], "invalid choice: 'fast'"),
     (['run', 'nonsense'], "invalid choice: 'nonsense'"),
     (['run'], 'the following arguments are required: recipe'),
+    (['run', 'baseline', '--split', 'valid'], "invalid choice: 'valid'"),
+    (['run', 'baseline', '--noise', '25', '--split', 'random'], "leave out --split random"),
     ([], 'the following arguments are required'),
 ])
 def test_bad_arguments_exit_2_with_argparse_message(args, message, capsys):
@@ -52,12 +54,21 @@ def test_interrupted_run_writes_nothing(fake_imagenette, monkeypatch, capsys, is
 
 class Configured(Exception): "Carries the config a stand-in recipe was called with"
 
+def test_split_reaches_the_recipe(fake_imagenette, monkeypatch, isolated_ledger):
+    def stand_in(cfg): raise Configured(cfg)
+    monkeypatch.setitem(recipes.RECIPES, 'baseline', Recipe(stand_in, 2))
+    with pytest.raises(Configured) as e: main(['run', 'baseline', '--data', str(fake_imagenette), '--split', 'random'])
+    cfg = e.value.args[0]
+    assert cfg.split == 'random' and cfg.subset['split'] == 'random' and 'random split' in str(cfg)
+
+
 @pytest.mark.parametrize('options, epochs, size', [([], 1, 48), (['--epochs', '2'], 2, 48), (['--size', '40'], 1, 40)])
 def test_unset_options_keep_the_recipes_own_settings(fake_imagenette, monkeypatch, isolated_ledger, options, epochs, size):
     def stand_in(cfg): raise Configured(cfg)
     monkeypatch.setitem(recipes.RECIPES, 'progressive', Recipe(stand_in, 4, dict(quick=dict(epochs=1, size=48))))
     with pytest.raises(Configured) as e: main(['run', 'progressive', '--data', str(fake_imagenette), '--mode', 'quick', *options])
     cfg = e.value.args[0]
+    assert cfg.split == 'official'
     assert (cfg.epochs, cfg.size, cfg.bs) == (epochs, size, QUICK.bs)  # bs: the mode's own
 
 
@@ -72,7 +83,11 @@ def test_report(capsys, isolated_ledger, tmp_path):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ['recipe', 'data', 'mode', 'device', 'epochs', 'px', 'accuracy', 'with', 'TTA', 'wall', 'time']
     assert lines[1].split() == ['tta', 'imagenette', 'full', 'cuda', '(H100)', '10', '128→224', '86.0%', '86.4%', '600', 's']
-    assert "For reference, not measured here" in '\n'.join(lines) and lines[-1] == f"figures saved to {tmp_path/'results.png'}"
+    report = '\n'.join(lines)
+    assert "the course's committed full-mode GPU run (not measured here)" in report and "published numbers" in report
+    from imagenette_course.baseline import full_mode_lines
+    assert '\n'.join(full_mode_lines(noise=None, split=None)) in report  # every run of it, labelled as a reference
+    assert lines[-1] == f"figures saved to {tmp_path/'results.png'}"
     assert (tmp_path/'results.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
@@ -88,7 +103,7 @@ def test_run_all_runs_every_recipe_in_order_with_noisy_labels(fake_imagenette, t
     assert names[:3] == ['baseline', 'normalized', 'progressive'] and names[-1] == 'sota'
     assert [r['recipe'] for r in read_ledger()] == names
     assert {r['config']['noise'] for r in read_ledger()} == {5} and 'imagenette, 5% noisy labels' in out
-    assert f'recipe {len(names)} of {len(names)}: sota' in out and "For reference, not measured here" in out
+    assert f'recipe {len(names)} of {len(names)}: sota' in out and "the course's committed full-mode GPU run" in out
     assert 'measuring the model trained earlier in this run' in out  # tta reuses progressive's training
 
 

@@ -1,15 +1,18 @@
-"The decoded-once data path (appendix 92a) where a notebook can't show it: a GPU's device, fastai's other loaders"
+"The decoded-once data path (appendix 92a) where a notebook can't show it: a GPU's device, fastai's other loaders, which loaders share decoded images"
 import pytest
 import torch
 from fastai.callback.core import CancelFitException
 from fastai.data.core import TfmdDL
+from fastai.data.transforms import ToTensor
 from fastai.learner import Learner
 from fastai.vision.augment import Resize
 from fastai.vision.models.xresnet import xresnet18
 
 import imagenette_course.fast_data as fast_data
 from imagenette_course.data import get_dls
-from imagenette_course.fast_data import DecodeOnce, StoreDL, store_dls
+from imagenette_course.fast_data import (DECODED, MAX_DECODED, DecodeOnce, StoreDL, clear_decoded, decoded_images,
+                                         pixel_key, store_dl, store_dls)
+from test_data import write_noisy_csv
 
 
 def test_decoded_images_go_to_the_loaders_device_not_the_new_models(fake_imagenette, monkeypatch):
@@ -37,3 +40,98 @@ def test_other_item_transforms_get_fastais_own_loader(fake_imagenette):
 def test_a_loader_with_before_batch_transforms_is_refused(fake_imagenette):
     dls = get_dls(bs=4, size=32, path=fake_imagenette, num_workers=0, before_batch=[lambda b: b])
     with pytest.raises(ValueError, match='before_batch'): store_dls(dls)
+
+
+# --- decoded once per process: which loaders share a store ---
+
+
+@pytest.fixture(autouse=True)
+def no_decoded_sets():
+    "Every test starts from an empty cache of decoded images, and leaves none behind"
+    clear_decoded()
+    yield
+    clear_decoded()
+
+
+def tiny_dls(path, **kwargs): return get_dls(**{'bs': 4, 'size': 32, 'path': path, 'num_workers': 0, **kwargs})
+
+
+def test_the_same_items_and_item_transforms_share_one_store(fake_imagenette):
+    "Baseline and normalized differ only in batch transforms (and here batch size): one decode, the same tensors"
+    a, b = store_dls(tiny_dls(fake_imagenette)), store_dls(tiny_dls(fake_imagenette, bs=8, normalize=False))
+    assert a.train.images is b.train.images and a.valid.images is b.valid.images
+    assert len(DECODED) == 1
+    assert b.train.bs == 8 and len(b.train.after_batch.fs) == len(a.train.after_batch.fs) - 1  # still their own loaders
+    # another training size with the same presize: the same pixels
+    assert store_dls(tiny_dls(fake_imagenette, size=24, presize=a.train.images.shape[-1])).train.images is a.train.images
+
+
+def test_other_items_or_item_transforms_get_their_own_store(fake_imagenette):
+    a = store_dls(tiny_dls(fake_imagenette))
+    other_presize = store_dls(tiny_dls(fake_imagenette, presize=36))
+    assert other_presize.train.images is not a.train.images and other_presize.train.images.shape[-1] == 36
+    fewer = store_dls(tiny_dls(fake_imagenette, n_train=3))
+    assert fewer.train.images is not a.train.images and len(fewer.train.images) == len(a.train.images) - 10
+
+
+def test_a_transforms_parameters_are_part_of_the_key_not_only_its_class(fake_imagenette):
+    "`Resize(40)` that pads is not `Resize(40)` that crops: a key of class names alone would mix them up"
+    dl = tiny_dls(fake_imagenette, presize=40).valid
+    padded = dl.new(after_item=[Resize(40, method='pad'), ToTensor()])
+    assert pixel_key(padded) != pixel_key(dl)
+    assert pixel_key(dl.new(after_item=[Resize(40), ToTensor()])) == pixel_key(dl)  # a new but equal transform: shared
+    assert decoded_images([padded])[0] is not decoded_images([dl])[0]
+
+
+def test_after_an_epoch_the_random_state_of_item_transforms_does_not_change_the_key(fake_imagenette):
+    dls = tiny_dls(fake_imagenette)
+    before = pixel_key(dls.train)
+    for _ in dls.train: pass  # `Resize` draws its crop position for every training item
+    assert pixel_key(dls.train) == before
+
+
+def test_the_device_is_part_of_the_key(fake_imagenette):
+    dls = tiny_dls(fake_imagenette)
+    on_meta, on_cpu = decoded_images(dls.loaders, torch.device('meta')), decoded_images(dls.loaders, 'cpu')
+    assert on_meta[0].device.type == 'meta' and on_cpu[0].device.type == 'cpu' and len(DECODED) == 2
+
+
+def test_noisy_labels_share_the_images_but_keep_their_own_labels(fake_imagenette):
+    write_noisy_csv(fake_imagenette, {'n01440764_0.JPEG': 'n03888257', 'n01440764_1.JPEG': 'n03888257'})
+    clean_book, noisy_book = tiny_dls(fake_imagenette), tiny_dls(fake_imagenette, noise=25)
+    clean, noisy = store_dls(clean_book), store_dls(noisy_book)
+    assert noisy.train.images is clean.train.images
+    for book, ours in ((clean_book, clean), (noisy_book, noisy)):
+        for ds, dl in ((book.train_ds, ours.train), (book.valid_ds, ours.valid)):
+            assert torch.equal(dl.labels, torch.stack([y for _, y in ds]))  # the book loader's labels, item by item
+    assert int((noisy.train.labels != clean.train.labels).sum()) == 2
+    # and the other way round: noisy first, then clean from the cache
+    clear_decoded()
+    noisy, clean = store_dls(noisy_book), store_dls(clean_book)
+    assert clean.train.images is noisy.train.images and int((noisy.train.labels != clean.train.labels).sum()) == 2
+    # and the batches carry them, with the images
+    x, y = next(iter(noisy.train.new(shuffle=False, after_batch=[])))
+    assert torch.equal(y, noisy.train.labels[:len(y)]) and torch.equal(x, noisy.train.images[:len(x)])
+
+
+def test_at_most_two_sets_are_kept_the_least_recently_used_dropped(fake_imagenette):
+    assert MAX_DECODED == 2
+    a, b, c = (tiny_dls(fake_imagenette, presize=p) for p in (32, 36, 40))
+    first_a, first_b = store_dls(a).train.images, store_dls(b).train.images
+    assert store_dls(a).train.images is first_a  # a used again: b is now the least recently used
+    store_dls(c)
+    assert len(DECODED) == 2
+    assert store_dls(a).train.images is first_a      # kept (first in, but used last)
+    assert store_dls(b).train.images is not first_b  # dropped: decoded again
+
+
+def test_clear_decoded_forgets_every_set(fake_imagenette):
+    dls = tiny_dls(fake_imagenette)
+    first = store_dls(dls).train.images
+    clear_decoded()
+    assert len(DECODED) == 0 and store_dls(dls).train.images is not first
+
+
+def test_store_dl_alone_uses_the_cache_too(fake_imagenette):
+    one, other = store_dl(tiny_dls(fake_imagenette).valid), store_dl(tiny_dls(fake_imagenette, normalize=False).valid)
+    assert one.images is other.images and len(DECODED) == 1

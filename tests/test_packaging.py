@@ -167,7 +167,8 @@ def test_twine_check_passes(dist):
 def test_wheel_has_the_package_and_its_command_only(dist):
     names = zipfile.ZipFile(dist['wheel']).namelist()
     modules = sorted(n for n in names if n.startswith(f'{PACKAGE}/'))
-    assert modules == sorted(f'{PACKAGE}/{p.name}' for p in (dist['src']/PACKAGE).glob('*.py'))
+    assert modules == sorted([f'{PACKAGE}/{p.name}' for p in (dist['src']/PACKAGE).glob('*.py')]
+                             + [f'{PACKAGE}/full_mode_gpu.json'])  # the committed GPU run the chapters show
     assert not [n for n in names if n.endswith('.ipynb') or n.startswith(('nbs/', 'tests/', 'docs/'))]
     entry_points, = [n for n in names if n.endswith('.dist-info/entry_points.txt')]
     assert 'imagenette-course = imagenette_course.cli:main' in zipfile.ZipFile(dist['wheel']).read(entry_points).decode()
@@ -175,7 +176,8 @@ def test_wheel_has_the_package_and_its_command_only(dist):
 
 def test_sdist_has_the_source_readme_and_license(dist):
     names = {n.split('/', 1)[1] for n in tarfile.open(dist['sdist']).getnames() if '/' in n}
-    assert {'pyproject.toml', 'README.md', 'LICENSE', f'{PACKAGE}/__init__.py', f'{PACKAGE}/cli.py'} <= names
+    assert {'pyproject.toml', 'README.md', 'LICENSE', f'{PACKAGE}/__init__.py', f'{PACKAGE}/cli.py',
+            f'{PACKAGE}/full_mode_gpu.json'} <= names
     assert not [n for n in names if n.startswith(('nbs/', 'tests/', 'docs/')) or n.endswith('.ipynb')]
 
 
@@ -225,6 +227,9 @@ def test_wheel_installs_offline_into_a_fresh_venv(dist, tmp_path):
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(('PYTHON', 'IMAGENETTE_'))}
     imported = run(py, '-c', 'import imagenette_course as m; print(m.__file__, m.__version__)', cwd=elsewhere, env=env)
+    shown = run(py, '-c', 'from imagenette_course.baseline import full_mode_run; print(full_mode_run()["device"])',
+                cwd=elsewhere, env=env)
+    assert shown.stdout.strip() == json.loads((ROOT/PACKAGE/'full_mode_gpu.json').read_text())['device']
     file, ver = imported.stdout.split()
     assert Path(file).is_relative_to(site) and ver == version(PACKAGE)
     helped = run(venv/'bin'/'imagenette-course', '--help', cwd=elsewhere, env=env)

@@ -11,7 +11,7 @@ from fastai.vision.models.xresnet import xresnet18
 
 from imagenette_course.data import get_dls, run_config
 from imagenette_course.label_smoothing import LabelSmoothingCE, label_smoothing
-from imagenette_course.mixup import MIXUP_SETTINGS, MixUpFromScratch, mixup
+from imagenette_course.mixup import MIXUP_LONG_RUN, MixUpFromScratch, mixup
 from imagenette_course.sota import MIXUP_MIN_EPOCHS, SOTA_SETTINGS, sota, total_epochs
 
 
@@ -84,8 +84,8 @@ def test_mixup_recipe_trains_with_fastais_callback(tiny_cfg):
 
 
 def test_mixups_long_run_is_long_enough_for_the_combined_recipe_to_use_mixup():
-    # chapter 6's full-mode run and chapter 8's rule cite the same source: 80+ epochs
-    assert run_config('full', per_mode=MIXUP_SETTINGS).epochs >= MIXUP_MIN_EPOCHS
+    # chapter 6's long run and chapter 8's rule cite the same source: 80+ epochs
+    assert run_config('full', **MIXUP_LONG_RUN).epochs >= MIXUP_MIN_EPOCHS
 
 
 # --- label smoothing ---

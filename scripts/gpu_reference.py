@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""The committed full-mode GPU run, as the course shows it: results/gpu/summary.json distilled into the package's
+`full_mode_gpu.json` (read by chapters 02-08, chapter 8's table and figure, and `imagenette-course report`), and the
+README's full-mode table.
+
+    python scripts/gpu_reference.py                   # after a GPU run is committed in results/gpu/: rewrite both
+    python scripts/gpu_reference.py --check           # exit 1 if either is out of date (a unit test runs this)
+
+A run's summary doesn't list what the command never reached (a run stopped by its time limit): those recipes are
+listed too, as not finished, so that no chapter reads a missing result as a missing technique.
+"""
+import argparse, importlib.util, json, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SUMMARY, PACKAGED, README = ROOT/'results/gpu/summary.json', ROOT/'imagenette_course/full_mode_gpu.json', ROOT/'README.md'
+TABLE_START, TABLE_END = '<!-- full-mode table: scripts/gpu_reference.py writes it -->', '<!-- end of full-mode table -->'
+NOT_REACHED = "no result in this run: results/gpu/log.txt shows how far the command got"
+
+
+def gpu_check_module():
+    "scripts/gpu_check.py as a module: its run order is the list of runs a full check makes"
+    spec = importlib.util.spec_from_file_location('gpu_check', ROOT/'scripts/gpu_check.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_entry(r):
+    "One run of the summary, without what names the machine it ran on"
+    keep = ('recipe', 'noise', 'status', 'error', 'accuracy', 'accuracy_tta', 'epochs', 'sizes', 'seconds_per_epoch')
+    return {**{k: r.get(k) for k in keep}, 'split': r.get('split', 'official'), 'seconds': r['seconds']}
+
+
+def data_words(data):
+    "The data a run trained on, in words"
+    n = f"official split, {data['images']['train']:,} train and {data['images']['val']:,} validation images"
+    pack = data.get('pack')
+    if not pack: return f"{data['path']}, {n}"
+    return (f"Imagenette's {data['image_px'][0]}-px copy re-encoded as {pack['format'].upper()} quality "
+            f"{pack['quality']} ({pack['mib']} MiB, PSNR {pack['psnr_db']['mean']} dB), {n}")
+
+
+def distil(summary, commit=None):
+    "The packaged reference made from a gpu_check summary: provenance, then every run of a full check, in its order"
+    done = {(r['recipe'], r['noise'], r['split']): r for r in map(run_entry, summary['results'])}
+    order = gpu_check_module().run_order(noise=bool(summary['data'].get('pack', {}).get('extra_files')))
+    keys = [(name, s.get('noise', 0), s.get('split', 'official')) for name, s in order]
+    runs = [done.get(k, dict(zip(('recipe', 'noise', 'split'), k), status='no result', error=NOT_REACHED)) for k in keys]
+    paths = sorted({r['data_path'] for r in summary['results'] if r.get('data_path')})
+    return dict(device=summary['device'], date=summary['started'][:10], commit=summary.get('commit') or commit,
+                mode=summary['mode'], versions=summary['versions'], data=data_words(summary['data']),
+                data_path=', '.join(paths), total_s=summary['total_s'], budget_s=summary['budget_s'],
+                seconds_per_epoch=summary['seconds_per_epoch'], runs=runs)
+
+
+def markdown_table(ref):
+    "The README's table of the reference run"
+    sys.path.insert(0, str(ROOT))
+    from imagenette_course.baseline import epoch_seconds, full_mode_book, run_name
+    device = ref['device'].split('(')[-1].rstrip(')')  # 'cuda (NVIDIA H200)' -> 'NVIDIA H200'
+    rows = ["| recipe | accuracy | with TTA | book | seconds per epoch | wall time | device |", "|---|---|---|---|---|---|---|"]
+    for r in ref['runs']:
+        name = run_name(r)
+        book = full_mode_book(r['recipe']) if name == r['recipe'] else None
+        if r['status'] != 'ok':
+            rows.append(f"| {name} | {r['status']} | | {f'{book:.2%}' if book else ''} | | | |")
+            continue
+        tta = f"{r['accuracy_tta']:.2%}" if r['accuracy_tta'] is not None else ''
+        rows.append(f"| {name} | {r['accuracy']:.2%} | {tta} | {f'{book:.2%}' if book else ''} | "
+                    f"{epoch_seconds(r['seconds_per_epoch'])} | {r['seconds']:.0f} s | {device} |")
+    head = (f"One run on {ref['device']}, {ref['date']}, commit {ref['commit']}, {ref['mode']} mode, "
+            f"{ref['data_path']} data path; {ref['data']}. The runs that finished took {ref['total_s']:.0f} s in all.")
+    return '\n'.join([TABLE_START, head, '', *rows, TABLE_END])
+
+
+def with_table(readme, table):
+    "`readme` with its full-mode table replaced by `table`"
+    start, end = readme.index(TABLE_START), readme.index(TABLE_END) + len(TABLE_END)
+    return readme[:start] + table + readme[end:]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--check', action='store_true', help="exit 1 if the packaged reference or README is out of date")
+    p.add_argument('--commit', help="the commit the run was made from, for a summary that doesn't record it")
+    args = p.parse_args(argv)
+    old = json.loads(PACKAGED.read_text()) if PACKAGED.is_file() else {}
+    ref = distil(json.loads(SUMMARY.read_text()), args.commit or old.get('commit'))
+    text = json.dumps(ref, indent=1) + '\n'
+    readme = with_table(README.read_text(), markdown_table(ref))
+    if args.check:
+        stale = [str(f.relative_to(ROOT)) for f, new in ((PACKAGED, text), (README, readme)) if f.read_text() != new]
+        if stale: sys.exit(f"out of date with results/gpu/summary.json: {', '.join(stale)}; "
+                           f"run python scripts/gpu_reference.py")
+        return
+    PACKAGED.write_text(text)
+    README.write_text(readme)
+    print(f"wrote {PACKAGED.relative_to(ROOT)} and the table in README.md")
+
+
+if __name__ == '__main__': main()

@@ -6,8 +6,8 @@ Docs: https://imagenette-course.github.io/imagenette_course/baseline.html.md"""
 
 # %% auto #0
 __all__ = ['BOOK', 'READER', 'LEADERBOARD', 'NOISY', 'WOOF', 'REFERENCES', 'REFERENCE_EPOCH_SECONDS', 'FULL_MODE_FILE',
-           'references', 'full_mode_run', 'full_mode_result', 'full_mode_book', 'epoch_seconds', 'result_words',
-           'run_name', 'full_mode_lines', 'baseline']
+           'references', 'full_mode_run', 'full_mode_result', 'full_mode_book', 'epoch_seconds', 'run_name',
+           'full_mode_lines', 'baseline']
 
 # %% ../nbs/02_baseline.ipynb #9d401c32
 from fastai.callback.schedule import fit_one_cycle  # adds Learner.fit_one_cycle
@@ -59,8 +59,10 @@ def full_mode_run():
     f = resources.files('imagenette_course')/FULL_MODE_FILE
     return json.loads(f.read_text()) if f.is_file() else None
 
-def full_mode_result(recipe, noise=0, split='official'):
-    "The committed GPU run's result of `recipe` (with `noise` % noisy labels, on `split`), or `None`"
+def full_mode_result(recipe:str,           # a recipe of the command line, e.g. 'baseline'
+                     noise:int=0,           # % of noisy training labels it was trained on
+                     split:str='official'): # 'official' or 'random'
+    "The committed GPU run's result of `recipe` trained with `noise` and `split`, or `None` if that run has none"
     run = full_mode_run() or dict(runs=[])
     return next((r for r in run['runs'] if (r['recipe'], r['noise'], r['split']) == (recipe, noise, split)), None)
 
@@ -76,27 +78,35 @@ def epoch_seconds(seconds_per_epoch):
     secs = [s for _, s in spe]
     return f"{min(secs):.1f}-{max(secs):.1f} s at {spe[0][0]}-{spe[-1][0]} px"
 
-def result_words(r):
-    "One result of the GPU run in words: epochs, sizes, speed, or why it has no accuracy"
+def _result_words(r):
+    "One result of the GPU run in words: what was trained and how fast, or why it has no accuracy"
     if r['status'] != 'ok': return r['error']
     sizes = '→'.join(map(str, r['sizes'])) if len(r['sizes']) <= 2 else f"{r['sizes'][0]}-{r['sizes'][-1]}"
-    return f"{r['epochs']} epochs at {sizes} px; per epoch {epoch_seconds(r['seconds_per_epoch'])}; {r['seconds']:.0f} s in all"
+    trained = f"{r['epochs']} epochs at {sizes} px; per epoch {epoch_seconds(r['seconds_per_epoch'])}"
+    if r['reused_training']: return f"on the model an earlier run trained ({trained}); {r['seconds']:.0f} s to measure"
+    return f"{trained}; {r['seconds']:.0f} s in all"
 
 def run_name(r):
     "A run's name: its recipe, and what differs from the recipe's plain run ('baseline, random split')"
     return ', '.join([r['recipe']] + ([f"{r['noise']}% noisy"] if r['noise'] else [])
                      + ([f"{r['split']} split"] if r['split'] != 'official' else []))
 
-def full_mode_lines(*recipes, noise=0, split='official'):
-    "The committed GPU run's results for `recipes` (all if none; `noise`, `split`: `None` for all) with the book's numbers"
+def full_mode_lines(*recipes:str,       # recipes to show (default: every one the run has)
+                    noise:int|None=0,   # only runs on this % of noisy labels (`None`: all)
+                    split:str|None='official'): # only runs on this split (`None`: all)
+    "The committed GPU run's results for `recipes` as printable lines, each followed by the book's number if it has one"
     run = full_mode_run()
     if run is None: return ["No full-mode GPU run is committed yet: `make gpu-check` on a GPU makes one."]
-    lines = [f"Full mode, one run on {run['device']}, {run['date']}, commit {run['commit']}:", f"  {run['data']}"]
+    unknown = set(recipes) - {r['recipe'] for r in run['runs']}
+    if unknown: raise ValueError(f"no recipe {', '.join(sorted(unknown))} in the GPU run: it has "
+                                 f"{', '.join(dict.fromkeys(r['recipe'] for r in run['runs']))}")
+    shared = f", {run['lanes']} runs at a time (seconds per epoch are shared time)" if run['lanes'] > 1 else ''
+    lines = [f"Full mode, one run on {run['device']}, {run['date']}, commit {run['commit']}{shared}:", f"  {run['data']}"]
     for r in run['runs']:
         if recipes and r['recipe'] not in recipes: continue
         if (noise is not None and r['noise'] != noise) or (split is not None and r['split'] != split): continue
         acc = r['accuracy_tta'] if r['recipe'] == 'tta' and r['status'] == 'ok' else r.get('accuracy')
-        lines.append(f"  {run_name(r):26} {f'{acc:7.2%}' if acc is not None else '      -'}  {result_words(r)}"
+        lines.append(f"  {run_name(r):26} {f'{acc:7.2%}' if acc is not None else '      -'}  {_result_words(r)}"
                      + (f" (centre crop {r['accuracy']:.2%})" if r['recipe'] == 'tta' and acc is not None else ''))
         book = full_mode_book(r['recipe']) if run_name(r) == r['recipe'] else None
         if book: lines.append(f"    {'the book':24} {book:7.2%}  {BOOK}")

@@ -25,7 +25,13 @@ from .resume import preset
 class FusedAdam(OptimWrapper):
     "fastai's `Adam` (decoupled weight decay, only where `do_wd`) stepped by PyTorch's fused Adam: a few kernels in all"
     _keep_on_clear = ['force_train', 'do_wd']  # fastai's per-parameter marks, kept in `self.state`
-    def __init__(self, params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01, decouple_wd=True):
+    def __init__(self, params,
+                 lr:float,                # learning rate (`fit_one_cycle` schedules it)
+                 mom:float=0.9,           # decay of the gradients' moving average (Adam's beta1; scheduled too)
+                 sqr_mom:float=0.99,      # decay of the squared gradients' moving average (beta2)
+                 eps:float=1e-5,          # added to the denominator
+                 wd:float=0.01,           # decoupled weight decay, on the parameters marked `do_wd`
+                 decouple_wd:bool=True):  # only `True`: L2 regularization instead is not what fastai's `Adam` does
         if not decouple_wd: raise ValueError("FusedAdam decouples weight decay, as fastai's Adam does by default")
         # fused on the CPU too: `Learner` creates the optimizer before it moves the model to its device
         super().__init__(params, torch.optim.Adam, lr=0., betas=(mom, sqr_mom), eps=eps, weight_decay=0., fused=True)

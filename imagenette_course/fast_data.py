@@ -56,10 +56,14 @@ def clear_decoded():
     "Forget every decoded set (`DECODED`), freeing its memory once no loader holds it"
     DECODED.clear()
 
-def decoded_images(loaders, device=None):
-    "The uint8 images of each of `loaders` on `device` (default: fastai's), decoded only if no kept set has them"
+def _refuse_before_batch(loaders):
     if any(dl.before_batch.fs for dl in loaders):
         raise ValueError("a loader with `before_batch` transforms can't be decoded once: they act on items")
+
+def decoded_images(loaders,      # the loaders of one `DataLoaders` (its `.loaders`)
+                   device=None): # where the images are kept (default: fastai's)
+    "The uint8 images of each of `loaders` on `device`, decoded only if no kept set has them"
+    _refuse_before_batch(loaders)
     device = torch.empty(0, device=device or default_device()).device  # 'cuda' and 'cuda:0' alike
     keys = tuple(pixel_key(dl) for dl in loaders)
     key = None if None in keys else (keys, device)
@@ -94,9 +98,11 @@ class StoreDL(TfmdDL):
         res.images, res.labels = self.images, self.labels
         return res
 
-def store_dl(dl, device=None, images=None):
-    "`dl` as a `StoreDL` on `device` (default: fastai's): same items, labels, sampling and transforms"
-    if dl.before_batch.fs: raise ValueError("a loader with `before_batch` transforms can't be decoded once: they act on items")
+def store_dl(dl,            # a fastai `TfmdDL`
+             device=None,   # where the images are kept (default: fastai's)
+             images=None):  # `dl`'s decoded images, if at hand (from `decoded_images`); default: from it
+    "`dl` as a `StoreDL` on `device`: same items, labels, sampling and transforms"
+    _refuse_before_batch([dl])
     device = device or default_device()
     if images is None: images, = decoded_images([dl], device)  # kept for the next loader with the same pixels
     # copies of the transform lists: a `TfmdDL` built on another's `Pipeline` empties that one

@@ -6,7 +6,7 @@ Docs: https://imagenette-course.github.io/imagenette_course/ledger.html.md"""
 
 # %% auto #0
 __all__ = ['COMPARED_FIELDS', 'library_versions', 'RunRecord', 'ledger_path', 'append_record', 'record_problem', 'read_ledger',
-           'data_name', 'latest_runs', 'comparison_table', 'plot_comparison']
+           'data_name', 'latest_runs', 'runs_table', 'comparison_table', 'plot_comparison']
 
 # %% ../nbs/90_ledger.ipynb #add2717e
 import fcntl, json, os, platform, tempfile, warnings
@@ -120,19 +120,22 @@ def latest_runs(records, order=()):
     rank = {name: i for i, name in enumerate(order)}
     return sorted(latest.values(), key=lambda r: (data_name(r), r['mode'], rank.get(r['recipe'], len(rank)), r['device']))
 
-def comparison_table(records, order=()):
-    "The newest run of each recipe as an aligned text table, then the course's full-mode GPU run and the published numbers"
+def runs_table(records, order=()):
+    "The newest run of each recipe in `records` as an aligned text table"
     if not records: return "No runs recorded yet: try `imagenette-course run all`."
     head = ['recipe', 'data', 'mode', 'device', 'epochs', 'px', 'accuracy', 'with TTA', 'wall time']
     rows = [[r['recipe'], data_name(r), r['mode'], r['device'], str(r['epochs']), '→'.join(map(str, r['sizes'])),
              f"{r['accuracy']:.1%}", f"{r['extra']['accuracy_tta']:.1%}" if 'accuracy_tta' in r.get('extra', {}) else '',
              f"{r['wall_time_s']:.0f} s"] for r in latest_runs(records, order)]
     widths = [max(map(len, col)) for col in zip(head, *rows)]
-    table = '\n'.join('  '.join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head, *rows])
-    refs = '\n'.join(f"  {name:26} {acc:7.2%}  {setting}  [{source}]" for name, acc, source, setting in REFERENCES)
+    return '\n'.join('  '.join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head, *rows])
+
+def comparison_table(records, order=()):
+    "`runs_table` of `records`, then the course's full-mode GPU run and the published numbers, each labelled"
     gpu = '\n'.join(full_mode_lines(noise=None, split=None))
-    return (f"{table}\n\nFor reference, the course's committed full-mode GPU run (not measured here):\n{gpu}\n\n"
-            f"And the published numbers (other data, hardware and splits):\n{refs}")
+    refs = '\n'.join(f"  {name:26} {acc:7.2%}  {setting}  [{source}]" for name, acc, source, setting in REFERENCES)
+    return (f"{runs_table(records, order)}\n\nFor reference, the course's committed full-mode GPU run (not measured "
+            f"here):\n{gpu}\n\nAnd the published numbers (other data, hardware and splits):\n{refs}")
 
 # %% ../nbs/90_ledger.ipynb #7449e956
 def plot_comparison(records, order=()):

@@ -15,7 +15,7 @@ recipes themselves), when the data folder has its noisy-label CSV. Without progr
 for the GPU after every batch. summary.json is rewritten after every run, so a run that is killed still leaves what
 it finished.
 """
-import argparse, gc, json, subprocess, sys, time, traceback
+import argparse, gc, json, signal, subprocess, sys, time, traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,7 +27,7 @@ import imagenette_course.cli as cli  # importing the CLI registers every chapter
 from fastai.callback.progress import ProgressCallback
 
 from imagenette_course.data import DATASETS, MODES, SPLITS, DataError, check_imagenette, device_name, resolve_data_path
-from imagenette_course.baseline import BOOK, REFERENCE_EPOCH_SECONDS, REFERENCES
+from imagenette_course.baseline import BOOK, REFERENCE_EPOCH_SECONDS, REFERENCES, run_name
 from imagenette_course.ledger import library_versions, read_ledger
 from imagenette_course.recipes import RECIPES
 from imagenette_course.resume import default_callbacks
@@ -77,9 +77,9 @@ NOISE_EXPERIMENT = [('normalized', dict(noise=25)), ('label-smoothing', dict(noi
 
 
 def run_order(selected=None, noise=True):
-    "(recipe, settings) pairs to run: recipes with a book result (the book's order), the split run, the rest, the noise runs"
+    "(recipe, settings) pairs to run: the book's recipes in its order, the split run, sota, the other recipes, the noise runs"
     book = [(n, {}) for n in BOOK_RESULTS if n in RECIPES]
-    rest = [(n, {}) for n in RECIPES if n not in BOOK_RESULTS]
+    rest = sorted(((n, {}) for n in RECIPES if n not in BOOK_RESULTS), key=lambda run: run[0] != 'sota')
     runs = book + SPLIT_EXPERIMENT + rest + (NOISE_EXPERIMENT if noise else [])
     return runs if selected is None else [(n, s) for n, s in runs if n in selected]
 
@@ -99,11 +99,11 @@ def lanes_of(runs, n):
     return lanes
 
 
-def run_name(name, settings):
-    "A run's name in the log and the summary's table: the recipe, and what differs from its plain run"
-    extra = ([f"{settings['noise']}% noisy labels"] if settings.get('noise') else []) + \
-            ([f"{settings['split']} split"] if settings.get('split', 'official') != 'official' else [])
-    return name + (f" ({', '.join(extra)})" if extra else '')
+def run_id(name, settings):
+    "What tells a run apart in the summary, the ledger and the package's copy: (recipe, noise %, split)"
+    return name, settings.get('noise', 0), settings.get('split', 'official')
+
+def name_of(name, settings): return run_name(dict(zip(('recipe', 'noise', 'split'), run_id(name, settings))))
 
 
 def cli_args(args, data, ledger, settings):
@@ -144,12 +144,11 @@ def run_one(name, argv, ledger):
 
 def recipe_result(name, status, error, seconds, record, settings):
     "One run's entry in summary.json, with the book's accuracy beside ours where the book has one"
-    res = dict(recipe=name, noise=settings.get('noise', 0), split=settings.get('split', 'official'), status=status,
-               error=error, seconds=seconds)
+    res = dict(zip(('recipe', 'noise', 'split'), run_id(name, settings)), status=status, error=error, seconds=seconds)
     if record is None: return res
     extra = record.get('extra', {})
     res.update({k: record[k] for k in ('accuracy', 'sizes', 'epochs', 'n_train', 'n_valid', 'wall_time_s', 'device')})
-    res.update(accuracy_tta=extra.get('accuracy_tta'), data_path=extra.get('data_path'),
+    res.update(accuracy_tta=extra.get('accuracy_tta'), data_path=extra.get('data_path'), reused_training=extra.get('reused_training'),
                seconds_per_epoch=extra.get('seconds_per_epoch'),  # {px: s}, from recipes that time their epochs
                wall_s_per_epoch=round(record['wall_time_s'] / record['epochs'], 1))  # upper bound: includes set-up
     if name in BOOK_RESULTS and not settings:
@@ -186,8 +185,7 @@ def print_table(summary):
         acc = f"{r['accuracy']:.2%}" if 'accuracy' in r else '-'
         tta = f", TTA {r['accuracy_tta']:.2%}" if r.get('accuracy_tta') is not None else ''
         book = f", book {r['book_accuracy']:.2%}" if 'book_accuracy' in r else ''
-        name = run_name(r['recipe'], r)
-        print(f"  {name:36} {r['status']:8} {acc}{tta}{book}, {r['seconds']:.0f} s"
+        print(f"  {run_name(r):36} {r['status']:8} {acc}{tta}{book}, {r['seconds']:.0f} s"
               + (f"  ({r['error']})" if r['error'] else ''))
 
 
@@ -197,37 +195,47 @@ def merge_lanes(out, header, order, lanes, elapsed):
     for i in range(lanes):
         lane = out/f'lane-{i}'
         if (lane/'summary.json').is_file():
-            for r in json.loads((lane/'summary.json').read_text())['results']: done[r['recipe'], r['noise'], r['split']] = r
+            for r in json.loads((lane/'summary.json').read_text())['results']: done[run_id(r['recipe'], r)] = r
         records += read_ledger(lane/'ledger.jsonl')
-    results = [done.get(key) or recipe_result(name, 'running', "not finished when this summary was written", 0, None, s)
-               for name, s in order for key in [(name, s.get('noise', 0), s.get('split', 'official'))]]
-    rank = {key: i for i, key in enumerate(order_keys(order))}
-    records.sort(key=lambda r: rank.get((r['recipe'], r['config'].get('noise', 0), r['config'].get('split', 'official')), 0))
+    results = [done.get(run_id(name, s)) or recipe_result(name, 'running', NOT_YET, 0, None, s) for name, s in order]
+    rank = {run_id(name, s): i for i, (name, s) in enumerate(order)}
+    records.sort(key=lambda r: rank.get(run_id(r['recipe'], r['config']), 0))
     tmp = out/'ledger.tmp'
     tmp.write_text(''.join(json.dumps(r) + '\n' for r in records))
     tmp.replace(out/'ledger.jsonl')
     return write_summary(out/'summary.json', header, results, elapsed)
 
 
-def order_keys(order): return [(name, s.get('noise', 0), s.get('split', 'official')) for name, s in order]
+NOT_YET = "not finished when this summary was written"
 
 
 def run_lanes(argv, args, out, header, order):
     "Run the check as `args.lanes` processes sharing the GPU, each with its share of `order` and its own log and summary"
     start, lanes = time.perf_counter(), lanes_of(order, args.lanes)
+    def stopped(signum, frame):  # `timeout` stops the check and its lanes at once: say which runs it cut short
+        summary = merge_lanes(out, header, order, args.lanes, time.perf_counter() - start)
+        for r in summary['results']:
+            if r['status'] == 'running': r.update(status='cut', error=f"stopped by signal {signum} (the command's time "
+                                                                         f"limit?) before it finished")
+        write_summary(out/'summary.json', header, summary['results'], summary['total_s'])
+        sys.exit(128 + signum)
+    signal.signal(signal.SIGTERM, stopped)
     procs = []
     for i, lane in enumerate(lanes):
         (out/f'lane-{i}').mkdir(parents=True, exist_ok=True)
-        print(f"lane {i}: {', '.join(run_name(n, s) for n, s in lane)}; log in {out/f'lane-{i}'/'log.txt'}", flush=True)
+        print(f"lane {i}: {', '.join(name_of(n, s) for n, s in lane)}; log in {out/f'lane-{i}'/'log.txt'}", flush=True)
         with open(out/f'lane-{i}'/'log.txt', 'w') as log:
-            procs.append(subprocess.Popen([sys.executable, __file__, *argv, '--lane', str(i), '--out', str(out/f'lane-{i}')],
-                                          stdout=log, stderr=subprocess.STDOUT))
+            procs.append(subprocess.Popen([sys.executable, '-u', __file__, *argv, '--lane', str(i), '--out', str(out/f'lane-{i}')],
+                                          stdout=log, stderr=subprocess.STDOUT))  # unbuffered: a cut log keeps its tail
     while any(p.poll() is None for p in procs):  # the merged summary is at most a few seconds old if this is killed
         merge_lanes(out, header, order, args.lanes, time.perf_counter() - start)
         time.sleep(5)
     summary = merge_lanes(out, header, order, args.lanes, time.perf_counter() - start)
+    lane_of = {run_id(*run): i for i, lane in enumerate(lanes) for run in lane}
     for r in summary['results']:
-        if r['status'] == 'running': r.update(status='failed', error="its lane ended without reporting it")
+        i = lane_of[run_id(r['recipe'], r)]
+        if r['status'] == 'running': r.update(status='failed', error=f"lane {i} ended (exit status {procs[i].returncode}) "
+                                                                      f"without reporting it: see lane-{i}/log.txt")
     return write_summary(out/'summary.json', header, summary['results'], summary['total_s'])
 
 
@@ -268,7 +276,7 @@ def main(argv=None):
         if time.perf_counter() - start > header['budget_s']:
             results.append(recipe_result(name, 'skipped', "the time budget was spent before it could start", 0, None, settings))
             continue
-        print(f"\n=== gpu check: {run_name(name, settings)}, {time.perf_counter() - start:.0f} s so far ===", flush=True)
+        print(f"\n=== gpu check: {name_of(name, settings)}, {time.perf_counter() - start:.0f} s so far ===", flush=True)
         with default_callbacks(remove=[ProgressCallback]):  # its loss readout would wait for the GPU after every batch
             status, error, seconds, added = run_one(name, cli_args(args, data, ledger, settings), ledger)
         results.append(recipe_result(name, status, error, seconds, added[-1] if added else None, settings))

@@ -29,12 +29,15 @@ def gpu_check_module():
 def run_entry(r):
     "One run of the summary, without what names the machine it ran on"
     keep = ('recipe', 'noise', 'status', 'error', 'accuracy', 'accuracy_tta', 'epochs', 'sizes', 'seconds_per_epoch')
-    return {**{k: r.get(k) for k in keep}, 'split': r.get('split', 'official'), 'seconds': r['seconds']}
+    # summaries written before `split` and `reused_training` were recorded: the official split; TTA was the one reuse
+    return {**{k: r.get(k) for k in keep}, 'split': r.get('split', 'official'), 'seconds': r['seconds'],
+            'reused_training': r.get('reused_training', r['recipe'] == 'tta')}
 
 
 def data_words(data):
-    "The data a run trained on, in words"
-    n = f"official split, {data['images']['train']:,} train and {data['images']['val']:,} validation images"
+    "The data the runs trained on, in words"
+    n = (f"{data['images']['train']:,} train and {data['images']['val']:,} validation images (official split; a run on "
+         f"the random split says so)")
     pack = data.get('pack')
     if not pack: return f"{data['path']}, {n}"
     return (f"Imagenette's {data['image_px'][0]}-px copy re-encoded as {pack['format'].upper()} quality "
@@ -43,13 +46,15 @@ def data_words(data):
 
 def distil(summary, commit=None):
     "The packaged reference made from a gpu_check summary: provenance, then every run of a full check, in its order"
-    done = {(r['recipe'], r['noise'], r['split']): r for r in map(run_entry, summary['results'])}
-    order = gpu_check_module().run_order(noise=bool(summary['data'].get('pack', {}).get('extra_files')))
-    keys = [(name, s.get('noise', 0), s.get('split', 'official')) for name, s in order]
+    check = gpu_check_module()
+    done = {check.run_id(r['recipe'], r): r for r in map(run_entry, summary['results'])}
+    noisy = any(r['noise'] for r in summary['results']) or 'noisy_imagenette.csv' in ((summary['data'].get('pack') or {})
+                                                                                   .get('extra_files') or [])
+    keys = [check.run_id(name, s) for name, s in check.run_order(noise=noisy)]
     runs = [done.get(k, dict(zip(('recipe', 'noise', 'split'), k), status='no result', error=NOT_REACHED)) for k in keys]
     paths = sorted({r['data_path'] for r in summary['results'] if r.get('data_path')})
     return dict(device=summary['device'], date=summary['started'][:10], commit=summary.get('commit') or commit,
-                mode=summary['mode'], versions=summary['versions'], data=data_words(summary['data']),
+                lanes=summary.get('lanes', 1), mode=summary['mode'], versions=summary['versions'], data=data_words(summary['data']),
                 data_path=', '.join(paths), total_s=summary['total_s'], budget_s=summary['budget_s'],
                 seconds_per_epoch=summary['seconds_per_epoch'], runs=runs)
 
@@ -69,8 +74,10 @@ def markdown_table(ref):
         tta = f"{r['accuracy_tta']:.2%}" if r['accuracy_tta'] is not None else ''
         rows.append(f"| {name} | {r['accuracy']:.2%} | {tta} | {f'{book:.2%}' if book else ''} | "
                     f"{epoch_seconds(r['seconds_per_epoch'])} | {r['seconds']:.0f} s | {device} |")
+    shared = f", {ref['lanes']} runs at a time (seconds per epoch are shared time)" if ref['lanes'] > 1 else ''
     head = (f"One run on {ref['device']}, {ref['date']}, commit {ref['commit']}, {ref['mode']} mode, "
-            f"{ref['data_path']} data path; {ref['data']}. The runs that finished took {ref['total_s']:.0f} s in all.")
+            f"{ref['data_path']} data path{shared}; {ref['data']}. The runs that finished took {ref['total_s']:.0f} s "
+            f"in all.")
     return '\n'.join([TABLE_START, head, '', *rows, TABLE_END])
 
 
@@ -96,7 +103,8 @@ def main(argv=None):
         return
     PACKAGED.write_text(text)
     README.write_text(readme)
-    print(f"wrote {PACKAGED.relative_to(ROOT)} and the table in README.md")
+    print(f"wrote {PACKAGED.relative_to(ROOT)} and the table in README.md; now re-execute the chapters (make notebooks): "
+          f"their checked outputs print the old run until then")
 
 
 if __name__ == '__main__': main()

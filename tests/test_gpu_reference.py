@@ -63,3 +63,22 @@ def test_readme_table_has_a_row_per_run_and_the_books_number_only_on_plain_runs(
     assert table[0].startswith('| baseline | 80.00% |  | 82.52% |')
     random_split, = [r for r in table if r.startswith('| baseline, random split |')]
     assert '85.00%' in random_split and '82.52%' not in random_split  # not the book's setting, not held against it
+
+
+def test_lanes_keep_tta_with_its_progressive_run_and_every_run_once(gpu_reference):
+    check = gpu_reference.gpu_check_module()
+    order = check.run_order()
+    assert order.index(('sota', {})) < order.index(('mixup', {}))  # chapter 8's own result before the other recipes
+    for n in (1, 2, 3):
+        lanes = check.lanes_of(order, n)
+        assert sorted(map(str, sum(lanes, []))) == sorted(map(str, order))  # each run in exactly one lane
+        for lane in lanes: assert lane == [run for run in order if run in lane]  # in the check's order
+        tta_lane, = [lane for lane in lanes if ('tta', {}) in lane]
+        assert tta_lane.index(('progressive', {})) < tta_lane.index(('tta', {}))  # measured on that lane's model
+
+
+def test_a_summary_without_a_pack_still_distils(gpu_reference):
+    s = summary([result('baseline', 0.8)])
+    s['data']['pack'] = None  # data that scripts/make_gpu_data.py didn't make
+    ref = gpu_reference.distil(s)
+    assert ref['data'].startswith('imagenette, ') and not any(r['noise'] for r in ref['runs'])

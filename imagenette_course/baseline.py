@@ -6,7 +6,7 @@ Docs: https://imagenette-course.github.io/imagenette_course/baseline.html.md"""
 
 # %% auto #0
 __all__ = ['BOOK', 'READER', 'LEADERBOARD', 'NOISY', 'WOOF', 'REFERENCES', 'REFERENCE_EPOCH_SECONDS', 'FULL_MODE_FILE',
-           'references', 'full_mode_run', 'full_mode_result', 'full_mode_book', 'epoch_seconds', 'run_name',
+           'references', 'full_mode_run', 'full_mode_result', 'book_accuracy', 'epoch_seconds', 'run_name',
            'full_mode_lines', 'baseline']
 
 # %% ../nbs/02_baseline.ipynb #9d401c32
@@ -66,7 +66,7 @@ def full_mode_result(recipe:str,           # a recipe of the command line, e.g. 
     run = full_mode_run() or dict(runs=[])
     return next((r for r in run['runs'] if (r['recipe'], r['noise'], r['split']) == (recipe, noise, split)), None)
 
-def full_mode_book(recipe):
+def book_accuracy(recipe):
     "The book's accuracy for `recipe`, if it has one"
     return next((acc for name, acc, source, _ in REFERENCES if name == recipe and source == BOOK), None)
 
@@ -108,7 +108,7 @@ def full_mode_lines(*recipes:str,       # recipes to show (default: every one th
         acc = r['accuracy_tta'] if r['recipe'] == 'tta' and r['status'] == 'ok' else r.get('accuracy')
         lines.append(f"  {run_name(r):26} {f'{acc:7.2%}' if acc is not None else '      -'}  {_result_words(r)}"
                      + (f" (centre crop {r['accuracy']:.2%})" if r['recipe'] == 'tta' and acc is not None else ''))
-        book = full_mode_book(r['recipe']) if run_name(r) == r['recipe'] else None
+        book = book_accuracy(r['recipe']) if run_name(r) == r['recipe'] else None
         if book: lines.append(f"    {'the book':24} {book:7.2%}  {BOOK}")
     return lines
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import fastai, torch, torchvision
 import matplotlib.pyplot as plt
 
-from .baseline import REFERENCES, BOOK, full_mode_lines, full_mode_result
+from .baseline import REFERENCES, book_accuracy, full_mode_lines, full_mode_result
 
 # %% ../nbs/90_ledger.ipynb #bfab6daa
 def library_versions():
@@ -146,8 +146,7 @@ def plot_comparison(records, order=()):
     ax1.bar(range(len(runs)), [r['accuracy'] for r in runs], label='measured here')
     tta = [(i, r['extra']['accuracy_tta']) for i, r in enumerate(runs) if 'accuracy_tta' in r.get('extra', {})]
     if tta: ax1.scatter(*zip(*tta), marker='D', color='C1', zorder=3, label='measured here, with TTA')
-    book = {name: acc for name, acc, source, _ in REFERENCES if source == BOOK}
-    marks = [(i, book[r['recipe']]) for i, r in enumerate(runs) if r['recipe'] in book]
+    marks = [(i, book_accuracy(r['recipe'])) for i, r in enumerate(runs) if book_accuracy(r['recipe'])]
     if marks: ax1.scatter(*zip(*marks), marker='o', facecolors='none', edgecolors='k', zorder=3,
                           label="the book's notebook (reference)")
     gpu = [(i, full_mode_result(r['recipe'])) for i, r in enumerate(runs) if data_name(r) == 'imagenette']

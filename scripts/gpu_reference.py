@@ -62,12 +62,12 @@ def distil(summary, commit=None):
 def markdown_table(ref):
     "The README's table of the reference run"
     sys.path.insert(0, str(ROOT))
-    from imagenette_course.baseline import epoch_seconds, full_mode_book, run_name
+    from imagenette_course.baseline import epoch_seconds, book_accuracy, run_name
     device = ref['device'].split('(')[-1].rstrip(')')  # 'cuda (NVIDIA H200)' -> 'NVIDIA H200'
     rows = ["| recipe | accuracy | with TTA | book | seconds per epoch | wall time | device |", "|---|---|---|---|---|---|---|"]
     for r in ref['runs']:
         name = run_name(r)
-        book = full_mode_book(r['recipe']) if name == r['recipe'] else None
+        book = book_accuracy(r['recipe']) if name == r['recipe'] else None
         if r['status'] != 'ok':
             rows.append(f"| {name} | {r['status']} | | {f'{book:.2%}' if book else ''} | | | |")
             continue

@@ -3,8 +3,10 @@
 
 At each image size, in one process and one after the other: the same training step (bf16 autocast, channels-last,
 Adam, bs 64) on (1) one batch of random tensors already on the GPU, the model alone; (2) batches from appendix
-92a's decoded-once loaders; (3) batches from the book's loaders (`get_dls`). The efficiency of a path is its images
-per second over the model alone's (the target for the decoded-once path: >= 0.9). Also: seconds per epoch of the
+92a's decoded-once loaders, each batch made ahead in a background thread (`prefetch`, what full mode uses on a GPU);
+(3) the same loaders making each batch in turn (`prefetch=False`); (4) batches from the book's loaders (`get_dls`).
+The efficiency of a path is its images per second over the model alone's (the target for the decoded-once path:
+>= 0.9). Also: seconds per epoch of the
 training set at that speed, beside the first GPU run's 760 images/s (book's loaders, epoch wall time with
 validation) and the book's ≈63 s per epoch at 224 px.
 
@@ -25,6 +27,10 @@ from imagenette_course.fast_data import clear_decoded, store_dls
 FIRST_GPU_RUN_IMAGES_PER_S = 760  # bench/README.md: the first full-mode run, book's loaders, one H200: 9,469 training
 # images in 12.5 s of wall time per 224-px epoch (validation included), from 128-px JPEGs
 BOOK_SECONDS_PER_EPOCH = dict((source, s) for s, source in REFERENCE_EPOCH_SECONDS)[BOOK]
+
+
+PATHS = {'decoded_once': 'decoded once, made ahead', 'decoded_once_serial': 'decoded once, made in turn',
+         'book': "book's loaders"}
 
 
 def batches_of(dl):
@@ -63,11 +69,13 @@ def measure_size(data, size, bs, steps, warmup, device, per_class=None):
     res['model_only'] = images_per_second(model, iter(lambda: (x, y), None), steps, warmup, bs)
     clear_decoded()  # time a decode, not a hit in the per-process cache of decoded images
     start = time.perf_counter()
-    fast = store_dls(book, device)
+    fast = store_dls(book, device, prefetch=True)
     res['decode_once_s'] = round(time.perf_counter() - start, 1)
     res['decoded_once'] = images_per_second(model, batches_of(fast.train), steps, warmup, bs)
+    serial = store_dls(book, device, prefetch=False)  # the same decoded images
+    res['decoded_once_serial'] = images_per_second(model, batches_of(serial.train), steps, warmup, bs)
     res['book'] = images_per_second(model, batches_of(book.train), steps, warmup, bs)
-    for path in ('decoded_once', 'book'):
+    for path in PATHS:
         res[f'{path}_efficiency'] = round(res[path] / res['model_only'], 3)
         res[f'{path}_s_per_epoch'] = round(res['n_train'] / res[path], 1)
     return res
@@ -89,10 +97,9 @@ def main(argv=None):
                    book_s_per_epoch_224=BOOK_SECONDS_PER_EPOCH,
                    sizes=[measure_size(args.data, s, bs, steps, warmup, device, per_class) for s in sizes])
     for r in results['sizes']:
-        print(f"{r['size']} px: model alone {r['model_only']:.0f} img/s; decoded once {r['decoded_once']:.0f} img/s "
-              f"({r['decoded_once_efficiency']:.0%}, {r['decoded_once_s_per_epoch']} s/epoch, decoded in "
-              f"{r['decode_once_s']} s); book's loaders {r['book']:.0f} img/s ({r['book_efficiency']:.0%}, "
-              f"{r['book_s_per_epoch']} s/epoch)")
+        paths = '; '.join(f"{label} {r[p]:.0f} img/s ({r[p + '_efficiency']:.0%}, {r[p + '_s_per_epoch']} s/epoch)"
+                          for p, label in PATHS.items())
+        print(f"{r['size']} px: model alone {r['model_only']:.0f} img/s; {paths}; decoded in {r['decode_once_s']} s")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=2) + '\n')

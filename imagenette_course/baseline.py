@@ -61,10 +61,11 @@ def full_mode_run():
 
 def full_mode_result(recipe:str,           # a recipe of the command line, e.g. 'baseline'
                      noise:int=0,           # % of noisy training labels it was trained on
-                     split:str='official'): # 'official' or 'random'
-    "The committed GPU run's result of `recipe` trained with `noise` and `split`, or `None` if that run has none"
-    run = full_mode_run() or dict(runs=[])
-    return next((r for r in run['runs'] if (r['recipe'], r['noise'], r['split']) == (recipe, noise, split)), None)
+                     split:str='official',  # 'official' or 'random'
+                     presize:int|None=None):# the presize it was given (`None`: the default one)
+    "The committed GPU run's result of `recipe` trained with `noise`, `split` and `presize`, or `None` if it has none"
+    run, wanted = full_mode_run() or dict(runs=[]), (recipe, noise, split, presize)
+    return next((r for r in run['runs'] if (r['recipe'], r['noise'], r['split'], r.get('presize')) == wanted), None)
 
 def book_accuracy(recipe):
     "The book's accuracy for `recipe`, if it has one"
@@ -89,7 +90,8 @@ def _result_words(r):
 def run_name(r):
     "A run's name: its recipe, and what differs from the recipe's plain run ('baseline, random split')"
     return ', '.join([r['recipe']] + ([f"{r['noise']}% noisy"] if r['noise'] else [])
-                     + ([f"{r['split']} split"] if r['split'] != 'official' else []))
+                     + ([f"{r['split']} split"] if r['split'] != 'official' else [])
+                     + ([f"presize {r['presize']} px"] if r.get('presize') else []))
 
 def full_mode_lines(*recipes:str,       # recipes to show (default: every one the run has)
                     noise:int|None=0,   # only runs on this % of noisy labels (`None`: all)

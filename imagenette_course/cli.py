@@ -45,6 +45,9 @@ def make_parser():
     run.add_argument('--epochs', type=positive_int, help="epochs (default: the mode's)")
     run.add_argument('--size', type=positive_int, help="image size in px (default: the mode's)")
     run.add_argument('--bs', type=positive_int, help="batch size (default: the mode's)")
+    run.add_argument('--presize', type=positive_int,
+                     help="item resize before augmentation, in px (default: the book's 460 at 224 px, scaled to --size, "
+                          "no larger than the images)")
     run.add_argument('--seed', type=int, help="random seed (default 42)")
     run.add_argument('--data-path', choices=DATA_PATH_NAMES,
                      help="fast: decode every image once and augment on the GPU (appendix 92a); book: the book's "
@@ -75,7 +78,7 @@ def run(args):
     if get_mode(args.mode) == 'full' and not torch.cuda.is_available():
         warnings.warn("full mode on a CPU takes hours; use --mode quick unless you mean it")
     settings = dict(path=data, dataset=args.dataset, noise=args.noise, split=args.split, epochs=args.epochs,
-                    size=args.size, bs=args.bs, seed=args.seed)
+                    size=args.size, bs=args.bs, seed=args.seed, presize=args.presize)
     if args.recipe == 'all': run_all(args.mode, args.ledger, args.data_path, **settings)
     else: run_recipe(args.recipe, args.mode, args.ledger, args.data_path, **settings)
 

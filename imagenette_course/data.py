@@ -102,17 +102,19 @@ class RunConfig:
     dataset: str = 'imagenette'  # or 'imagewoof'
     noise: int = 0             # % of training labels replaced by the dataset's noisy ones (0, 1, 5, 25, 50)
     split: str = 'official'    # 'official' (`val/` validates) or 'random' (the book's seeded 80/20 split of all images)
+    presize: int|None = None   # the item resize before augmentation, in px (None: `default_presize`)
 
     @property
     def subset(self):
-        "The `get_dls` arguments that choose this run's images and labels: `get_dls(cfg.bs, cfg.size, **cfg.subset)`"
+        "The `get_dls` arguments that choose this run's images, labels and presize: `get_dls(cfg.bs, cfg.size, **cfg.subset)`"
         return dict(path=self.path, n_train=self.n_train, n_valid=self.n_valid, seed=self.seed, dataset=self.dataset,
-                    noise=self.noise, split=self.split)
+                    noise=self.noise, split=self.split, presize=self.presize)
 
     def __str__(self):
         per = lambda n: 'all' if n is None else f'{n}/class'
         data = self.dataset + (f" with {self.noise}% noisy training labels" if self.noise else '')
         if self.split != 'official': data += f", {self.split} split"
+        if self.presize: data += f", presize {self.presize} px"
         return (f"{self.mode} mode on {device_name()}: {data}, {per(self.n_train)} train, {per(self.n_valid)} valid "
                 f"images, {self.size} px, bs {self.bs}, {self.epochs} epochs, lr {self.lr:g}, seed {self.seed}")
 

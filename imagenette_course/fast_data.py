@@ -6,10 +6,10 @@ Docs: https://imagenette-course.github.io/imagenette_course/fast_data.html.md"""
 
 # %% auto #0
 __all__ = ['DECODE_SPLIT', 'DECODED', 'MAX_DECODED', 'decode_once', 'pixel_key', 'decode_labels', 'clear_decoded',
-           'decoded_images', 'StoreDL', 'store_dl', 'store_dls', 'DecodeOnce']
+           'decoded_images', 'ahead', 'StoreDL', 'store_dl', 'store_dls', 'DecodeOnce']
 
 # %% ../nbs/92a_fast_data.ipynb #0ab4e335
-import os
+import os, queue, threading
 from collections import OrderedDict
 
 import torch
@@ -23,7 +23,7 @@ from fasttransform.transform import init_args
 # %% ../nbs/92a_fast_data.ipynb #f14e089d
 DECODE_SPLIT = 1  # the item transforms run as validation runs them: `Resize` takes the centre crop
 
-def decode_once(dl, bs=256):
+def decode_once(dl, bs=64):  # 64 images at the book's 460 px are 41 MB, each in shared memory on its way from a worker
     "Every item of `dl` once, in order, through its item transforms as validation runs them: (uint8 images, labels)"
     plain = dl.new(shuffle=False, drop_last=False, bs=bs, after_batch=Pipeline([]), device=torch.device('cpu'))
     with plain.dataset.set_split_idx(DECODE_SPLIT): xs, ys = zip(*plain)  # one pass, on fastai's worker processes
@@ -76,12 +76,54 @@ def decoded_images(loaders,      # the loaders of one `DataLoaders` (its `.loade
     if key is not None and MAX_DECODED > 0: DECODED[key] = images
     return images
 
+# %% ../nbs/92a_fast_data.ipynb #7592f274
+_DONE = object()  # what the background thread sends after the last item
+
+def _put(q, item, stop):
+    "Put `item` on the queue `q` once it has room; `False` if `stop` is set first"
+    while not stop.is_set():
+        try: q.put(item, timeout=0.05)  # the timeout only lets it see `stop`: a `get` wakes it at once
+        except queue.Full: continue
+        return True
+    return False
+
+def ahead(items,  # an iterable, iterated in a background thread
+          n=1):   # how many made items may wait for the consumer
+    "The items of `items`, in order, each one made in a background thread while the consumer uses the one before"
+    source, q, stop = iter(items), queue.Queue(n), threading.Event()
+    def make():
+        try:
+            for o in source:
+                if not _put(q, (o, None), stop): return
+            _put(q, (_DONE, None), stop)
+        except BaseException as e: _put(q, (None, e), stop)  # raised again in the consumer's thread
+    worker = threading.Thread(target=make, name='ahead', daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = q.get()
+            if error is not None: raise error
+            if item is _DONE: return
+            yield item
+    finally:  # finished, broken off or failed: the worker stops before making another item, then `source` is closed
+        stop.set(); worker.join()
+        if hasattr(source, 'close'): source.close()
+
 # %% ../nbs/92a_fast_data.ipynb #aabfd824
 class StoreDL(TfmdDL):
     "A `TfmdDL` whose batches are gathered from decoded `images` (uint8) and `labels`, then batch-transformed as usual"
-    def __init__(self, dataset=None, images=None, labels=None, **kwargs):
+    def __init__(self, dataset=None, images=None, labels=None,
+                 prefetch:bool|None=None, # make each batch `ahead`, in a background thread (`None`: on a GPU)
+                 **kwargs):
         super().__init__(dataset, **kwargs)
-        self.images, self.labels = images, labels
+        self.images, self.labels, self.prefetch = images, labels, prefetch
+
+    @property
+    def prefetching(self):
+        "Whether batches are made `ahead`: `prefetch` if set, else whether the images are on a GPU"
+        return self.images.device.type == 'cuda' if self.prefetch is None else self.prefetch
+
+    def __iter__(self): return ahead(super().__iter__()) if self.prefetching else super().__iter__()
 
     def create_batches(self, samps):
         # the epoch's order copied to the device once: a copy per batch would wait each time for the GPU to finish
@@ -94,13 +136,14 @@ class StoreDL(TfmdDL):
         # other items (`test_dl`) or other per-item transforms (`learn.tta(item_tfms=...)`): fastai's own loader
         if (dataset is not None and dataset is not self.dataset) or {'after_item', 'before_batch'} & set(kwargs):
             return TfmdDL.new(self, dataset, cls or TfmdDL, **kwargs)
-        res = super().new(dataset, cls, **kwargs)
+        res = super().new(dataset, cls, **{'prefetch': self.prefetch, **kwargs})
         res.images, res.labels = self.images, self.labels
         return res
 
 def store_dl(dl,            # a fastai `TfmdDL`
              device=None,   # where the images are kept (default: fastai's)
-             images=None):  # `dl`'s decoded images, if at hand (from `decoded_images`); default: from it
+             images=None,   # `dl`'s decoded images, if at hand (from `decoded_images`); default: from it
+             prefetch=None):# make each batch in a background thread (`None`: on a GPU)
     "`dl` as a `StoreDL` on `device`: same items, labels, sampling and transforms"
     _refuse_before_batch([dl])
     device = device or default_device()
@@ -108,12 +151,15 @@ def store_dl(dl,            # a fastai `TfmdDL`
     # copies of the transform lists: a `TfmdDL` built on another's `Pipeline` empties that one
     tfms = {nm: list(getattr(dl, nm).fs) for nm in ('after_item', 'before_batch', 'after_batch')}
     return StoreDL(dl.dataset, images=images, labels=decode_labels(dl).to(device), bs=dl.bs, shuffle=dl.shuffle,
-                   drop_last=dl.drop_last, device=device, num_workers=0, **tfms)
+                   drop_last=dl.drop_last, device=device, num_workers=0, prefetch=prefetch, **tfms)
 
-def store_dls(dls, device=None):
-    "`DataLoaders` like `dls` whose images are decoded once per process and kept on `device` (default: fastai's)"
+def store_dls(dls,            # the book's `DataLoaders` (`get_dls`)
+              device=None,    # where the images are kept (default: fastai's)
+              prefetch=None): # make each batch in a background thread (`None`: on a GPU)
+    "`DataLoaders` like `dls` whose images are decoded once per process and kept on `device`"
     images = decoded_images(dls.loaders, device)  # one set: all of `dls`'s loaders
-    return DataLoaders(*(store_dl(dl, device, im) for dl, im in zip(dls.loaders, images)), path=dls.path, device=device)
+    return DataLoaders(*(store_dl(dl, device, im, prefetch) for dl, im in zip(dls.loaders, images)), path=dls.path,
+                       device=device)
 
 # %% ../nbs/92a_fast_data.ipynb #d6a1982c
 class DecodeOnce(Callback):

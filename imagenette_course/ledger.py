@@ -112,7 +112,8 @@ def data_name(record):
     cfg = record.get('config') or {}
     noise, split = cfg.get('noise') or 0, cfg.get('split', 'official')  # records older than `split` used the official one
     return (cfg.get('dataset', 'imagenette') + (f", {noise}% noisy labels" if noise else '')
-            + (f", {split} split" if split != 'official' else ''))
+            + (f", {split} split" if split != 'official' else '')
+            + (f", presize {cfg['presize']} px" if cfg.get('presize') else ''))
 
 def latest_runs(records, order=()):
     "The newest record of each (recipe, mode, device, data), sorted by data and mode, then by the recipe's place in `order`"

@@ -8,8 +8,10 @@
 DATA is an Imagenette folder (train/ and val/), usually the small copy that scripts/make_gpu_data.py makes. The
 recipes run one after the other in this process (one import of torch and fastai, one CUDA start-up, and chapter 5's
 TTA measured on the model chapter 4's recipe has just trained), the ones with a number in the book first, so that if
-the time budget runs out those are the results that exist; then the baseline on the book's random 80/20 split (it separates
-the split from the data copy where our numbers differ from the book's), the other recipes, and chapter 7's
+the time budget runs out those are the results that exist; then two baselines that measure where our numbers differ
+from the book's, one on the book's random 80/20 split (the split against the data copy) and one with the book's
+`Resize(460)` (chapter 1 caps the presize at the images' size, so on the 224-px copy training images are crops blown
+up to 224 px and validation images are not resized), the other recipes, and chapter 7's
 noisy-label experiment: plain cross-entropy and label smoothing trained on 25% noisy labels (their 0% runs are the
 recipes themselves), when the data folder has its noisy-label CSV. Without progress bars: a bar's loss readout waits
 for the GPU after every batch. summary.json is rewritten after every run, so a run that is killed still leaves what
@@ -26,7 +28,8 @@ import imagenette_course  # first: it quiets a deprecation warning that importin
 import imagenette_course.cli as cli  # importing the CLI registers every chapter's recipe
 from fastai.callback.progress import ProgressCallback
 
-from imagenette_course.data import DATASETS, MODES, SPLITS, DataError, check_imagenette, device_name, resolve_data_path
+from imagenette_course.data import (BOOK_PRESIZE, DATASETS, MODES, SPLITS, DataError, check_imagenette, device_name,
+                                    resolve_data_path)
 from imagenette_course.baseline import BOOK, REFERENCE_EPOCH_SECONDS, REFERENCES, run_name
 from imagenette_course.ledger import library_versions, read_ledger
 from imagenette_course.recipes import RECIPES
@@ -70,17 +73,18 @@ def git_commit():
     return out.stdout.strip() or None
 
 
-# Where our numbers differ from the book's: the book's own split (a random 80/20 split of all images) on our data copy
-SPLIT_EXPERIMENT = [('baseline', dict(split='random'))]
+# Where our numbers differ from the book's: the book's own split (a random 80/20 split of all images) on our data copy,
+# and the book's own presize, even above the size of the images on disk
+WHY_EXPERIMENTS = [('baseline', dict(split='random')), ('baseline', dict(presize=BOOK_PRESIZE))]
 # Chapter 7's experiment: does label smoothing help when 25% of the training labels are wrong?
 NOISE_EXPERIMENT = [('normalized', dict(noise=25)), ('label-smoothing', dict(noise=25))]
 
 
 def run_order(selected=None, noise=True):
-    "(recipe, settings) pairs to run: the book's recipes in its order, the split run, sota, the other recipes, the noise runs"
+    "(recipe, settings) pairs to run: the book's recipes in its order, the split and presize runs, sota, the rest, the noise runs"
     book = [(n, {}) for n in BOOK_RESULTS if n in RECIPES]
     rest = sorted(((n, {}) for n in RECIPES if n not in BOOK_RESULTS), key=lambda run: run[0] != 'sota')
-    runs = book + SPLIT_EXPERIMENT + rest + (NOISE_EXPERIMENT if noise else [])
+    runs = book + WHY_EXPERIMENTS + rest + (NOISE_EXPERIMENT if noise else [])
     return runs if selected is None else [(n, s) for n, s in runs if n in selected]
 
 
@@ -99,15 +103,17 @@ def lanes_of(runs, n):
     return lanes
 
 
-def run_id(name, settings):
-    "What tells a run apart in the summary, the ledger and the package's copy: (recipe, noise %, split)"
-    return name, settings.get('noise', 0), settings.get('split', 'official')
+RUN_ID = ('recipe', 'noise', 'split', 'presize')
 
-def name_of(name, settings): return run_name(dict(zip(('recipe', 'noise', 'split'), run_id(name, settings))))
+def run_id(name, settings):
+    "What tells a run apart in the summary, the ledger and the package's copy: (recipe, noise %, split, presize)"
+    return name, settings.get('noise', 0), settings.get('split', 'official'), settings.get('presize')
+
+def name_of(name, settings): return run_name(dict(zip(RUN_ID, run_id(name, settings))))
 
 
 def cli_args(args, data, ledger, settings):
-    "The `imagenette-course run RECIPE` arguments of a run with `settings` (noise %, split) beside the check's own"
+    "The `imagenette-course run RECIPE` arguments of a run with `settings` (noise %, split, presize) beside the check's own"
     argv = ['--mode', args.mode, '--data', str(data), '--ledger', str(ledger)]
     for flag, value in settings.items(): argv += [f'--{flag}', str(value)]
     for flag in ('epochs', 'size', 'bs', 'data_path'):
@@ -144,7 +150,7 @@ def run_one(name, argv, ledger):
 
 def recipe_result(name, status, error, seconds, record, settings):
     "One run's entry in summary.json, with the book's accuracy beside ours where the book has one"
-    res = dict(zip(('recipe', 'noise', 'split'), run_id(name, settings)), status=status, error=error, seconds=seconds)
+    res = dict(zip(RUN_ID, run_id(name, settings)), status=status, error=error, seconds=seconds)
     if record is None: return res
     extra = record.get('extra', {})
     res.update({k: record[k] for k in ('accuracy', 'sizes', 'epochs', 'n_train', 'n_valid', 'wall_time_s', 'device')})

@@ -28,7 +28,8 @@ def gpu_check_module():
 
 def run_entry(r):
     "One run of the summary, without what names the machine it ran on"
-    keep = ('recipe', 'noise', 'status', 'error', 'accuracy', 'accuracy_tta', 'epochs', 'sizes', 'seconds_per_epoch')
+    keep = ('recipe', 'noise', 'presize', 'status', 'error', 'accuracy', 'accuracy_tta', 'epochs', 'sizes',
+            'seconds_per_epoch')
     # summaries written before `split` and `reused_training` were recorded: the official split; TTA was the one reuse
     return {**{k: r.get(k) for k in keep}, 'split': r.get('split', 'official'), 'seconds': r['seconds'],
             'reused_training': r.get('reused_training', r['recipe'] == 'tta')}
@@ -51,7 +52,7 @@ def distil(summary, commit=None):
     noisy = any(r['noise'] for r in summary['results']) or 'noisy_imagenette.csv' in ((summary['data'].get('pack') or {})
                                                                                    .get('extra_files') or [])
     keys = [check.run_id(name, s) for name, s in check.run_order(noise=noisy)]
-    runs = [done.get(k, dict(zip(('recipe', 'noise', 'split'), k), status='no result', error=NOT_REACHED)) for k in keys]
+    runs = [done.get(k, dict(zip(check.RUN_ID, k), status='no result', error=NOT_REACHED)) for k in keys]
     paths = sorted({r['data_path'] for r in summary['results'] if r.get('data_path')})
     return dict(device=summary['device'], date=summary['started'][:10], commit=summary.get('commit') or commit,
                 lanes=summary.get('lanes', 1), mode=summary['mode'], versions=summary['versions'], data=data_words(summary['data']),

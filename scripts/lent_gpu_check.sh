@@ -12,8 +12,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 rm -rf /tmp/imagenette  # a rerun on the same machine unpacks again
 python3 scripts/unpack_gpu_data.py build/gpu_data /tmp/imagenette 2>&1 | tee -a "$out/log.txt"
 # All inside one call's 10 minutes (600 s), so that what finished comes back: wheels and unpacking (~20 s), the
-# recipes (420 s at most; none starts after 6 minutes), the data-path benchmark (80 s at most), then the optimizer
+# recipes (410 s at most; none starts after 6 minutes), the data-path benchmark (90 s at most), then the optimizer
 # step benchmark (60 s at most). `|| true`: a failed or cut step still leaves the next its time.
-timeout 420 python3 scripts/gpu_check.py /tmp/imagenette --out "$out" --budget-min 6 --lanes 3 ${2:+--commit "$2"} 2>&1 | tee -a "$out/log.txt" || true
-timeout 80 python3 bench/gpu_data_path.py /tmp/imagenette --out "$out/data_path.json" 2>&1 | tee -a "$out/log.txt" || true
+timeout 410 python3 scripts/gpu_check.py /tmp/imagenette --out "$out" --budget-min 6 --lanes 3 ${2:+--commit "$2"} 2>&1 | tee -a "$out/log.txt" || true
+timeout 90 python3 bench/gpu_data_path.py /tmp/imagenette --out "$out/data_path.json" 2>&1 | tee -a "$out/log.txt" || true
 timeout 60 python3 bench/optimizer_step.py --rounds 2 --out "$out/optimizer_step.json" 2>&1 | tee -a "$out/log.txt"

@@ -16,7 +16,7 @@ def run_script(script, *args, timeout):
     return out.stdout
 
 
-def test_gpu_check_smoke_runs_recipes_in_book_order_and_the_split_and_noise_experiments(shared_data, tmp_path):
+def test_gpu_check_smoke_runs_recipes_in_book_order_and_the_split_presize_and_noise_experiments(shared_data, tmp_path):
     pack, data, out = tmp_path/'pack', tmp_path/'data', tmp_path/'out'
     # 7 training images per class: progressive resizing's quick first stage needs one full batch of 64
     made = run_script('scripts/make_gpu_data.py', shared_data, pack, '--train-per-class', 7, '--val-per-class', 2,
@@ -32,8 +32,8 @@ def test_gpu_check_smoke_runs_recipes_in_book_order_and_the_split_and_noise_expe
     cut = subprocess.run([sys.executable, str(ROOT/'scripts'/'unpack_gpu_data.py'), str(pack), str(tmp_path/'cut')],
                          capture_output=True, text=True, timeout=60)
     assert cut.returncode == 1 and 'the pack is incomplete' in cut.stderr and not (tmp_path/'cut').exists()
-    # The recipes that exercise the script's own logic: book order, TTA reusing the progressive model, the split and
-    # noise experiments. That every recipe runs through the same `cli.main` is tested by `run all` in test_cli.py.
+    # The recipes that exercise the script's own logic: book order, TTA reusing the progressive model, the split,
+    # presize and noise experiments. That every recipe runs through the same `cli.main` is tested by `run all` in test_cli.py.
     chosen = ['label-smoothing', 'tta', 'progressive', 'normalized', 'baseline']
     # the decoded-once data path (appendix 92a), which full mode uses on a GPU, through every step of the check
     # in two lanes (processes) at once, as on the GPU machine, where one process leaves the GPU idle between kernels
@@ -41,12 +41,13 @@ def test_gpu_check_smoke_runs_recipes_in_book_order_and_the_split_and_noise_expe
                '--lanes', 2, timeout=300)
 
     summary = json.loads((out/'summary.json').read_text())
-    runs = [(r['recipe'], r['noise'], r['split']) for r in summary['results']]
+    runs = [(r['recipe'], r['noise'], r['split'], r['presize']) for r in summary['results']]
     book_results = {name for name, _, source, _ in REFERENCES if source == BOOK}
-    plain = [(name, 0, 'official') for name in runs_in_book_order() if name in chosen]
-    assert runs == ([r for r in plain if r[0] in book_results] + [('baseline', 0, 'random')]  # the book's own split
+    plain = [(name, 0, 'official', None) for name in runs_in_book_order() if name in chosen]
+    assert runs == ([r for r in plain if r[0] in book_results]
+                    + [('baseline', 0, 'random', None), ('baseline', 0, 'official', 460)]  # the book's split, its presize
                     + [r for r in plain if r[0] not in book_results]
-                    + [('normalized', 25, 'official'), ('label-smoothing', 25, 'official')])  # chapter 7's experiment
+                    + [('normalized', 25, 'official', None), ('label-smoothing', 25, 'official', None)])  # chapter 7's
     assert len(summary['commit']) >= 7  # the checkout it ran from
     assert summary['lanes'] == 2 and all((out/f'lane-{i}'/'log.txt').is_file() for i in range(2))
     assert all(r['status'] == 'ok' and 0 <= r['accuracy'] <= 1 for r in summary['results']), summary['results']
@@ -54,9 +55,13 @@ def test_gpu_check_smoke_runs_recipes_in_book_order_and_the_split_and_noise_expe
     assert summary['data']['pack']['psnr_db'] == index['psnr_db']  # the data's provenance travels with the results
     book = {r['recipe']: r for r in summary['results'] if 'book_accuracy' in r}
     assert set(book) == book_results & set(chosen) and book['tta']['accuracy_tta'] is not None
-    assert book['baseline']['split'] == 'official'  # the random-split run is not compared with the book's as if the same
+    # the split and presize runs are not compared with the book's as if they were its setting
+    assert (book['baseline']['split'], book['baseline']['presize']) == ('official', None)
     ledger = [json.loads(line) for line in (out/'ledger.jsonl').read_text().splitlines()]
-    assert sorted((r['recipe'], r['config']['noise'], r['config']['split']) for r in ledger) == sorted(runs)
+    trained = [(r['recipe'], r['config']['noise'], r['config']['split'], r['config']['presize']) for r in ledger]
+    assert sorted(trained, key=str) == sorted(runs, key=str)
+    presized, = [r for r in ledger if r['config']['presize']]
+    assert presized['extra']['presize'] == 460  # the item resize it trained with, above the copy's 48 px
     assert {r['extra']['data_path'] for r in ledger} == {'fast'}
     tta = next(r for r in ledger if r['recipe'] == 'tta')
     assert tta['extra']['reused_training']  # measured on the model the progressive recipe had just trained
@@ -71,7 +76,7 @@ def runs_in_book_order():
 def test_data_path_benchmark_smoke_measures_every_path(shared_data, tmp_path):
     run_script('bench/gpu_data_path.py', shared_data, '--smoke', '--out', tmp_path/'dp.json', timeout=300)
     (res,) = json.loads((tmp_path/'dp.json').read_text())['sizes']
-    assert all(res[k] > 0 for k in ('model_only', 'decoded_once', 'book'))
+    assert all(res[k] > 0 for k in ('model_only', 'decoded_once', 'decoded_once_serial', 'book'))
     assert res['decoded_once_efficiency'] == round(res['decoded_once'] / res['model_only'], 3)
 
 

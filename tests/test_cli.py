@@ -1,10 +1,10 @@
-import json, os, subprocess, sys
+import argparse, json, os, subprocess, sys
 from pathlib import Path
 
 import pytest
 
 import imagenette_course.recipes as recipes
-from imagenette_course.cli import main
+from imagenette_course.cli import main, make_parser
 from imagenette_course.data import MODES
 from imagenette_course.ledger import read_ledger
 from imagenette_course.recipes import Recipe
@@ -20,6 +20,7 @@ QUICK = MODES['quick']
     (['run', 'nonsense'], "invalid choice: 'nonsense'"),
     (['run'], 'the following arguments are required: recipe'),
     (['run', 'baseline', '--split', 'valid'], "invalid choice: 'valid'"),
+    (['run', 'baseline', '--presize', '0'], 'at least 1'),
     (['run', 'baseline', '--noise', '25', '--split', 'random'], "leave out --split random"),
     ([], 'the following arguments are required'),
 ])
@@ -54,12 +55,14 @@ def test_interrupted_run_writes_nothing(fake_imagenette, monkeypatch, capsys, is
 
 class Configured(Exception): "Carries the config a stand-in recipe was called with"
 
-def test_split_reaches_the_recipe(fake_imagenette, monkeypatch, isolated_ledger):
+def test_split_and_presize_reach_the_recipe(fake_imagenette, monkeypatch, isolated_ledger):
     def stand_in(cfg): raise Configured(cfg)
     monkeypatch.setitem(recipes.RECIPES, 'baseline', Recipe(stand_in, 2))
-    with pytest.raises(Configured) as e: main(['run', 'baseline', '--data', str(fake_imagenette), '--split', 'random'])
+    with pytest.raises(Configured) as e:
+        main(['run', 'baseline', '--data', str(fake_imagenette), '--split', 'random', '--presize', '460'])
     cfg = e.value.args[0]
     assert cfg.split == 'random' and cfg.subset['split'] == 'random' and 'random split' in str(cfg)
+    assert cfg.presize == 460 and cfg.subset['presize'] == 460 and 'presize 460 px' in str(cfg)
 
 
 @pytest.mark.parametrize('options, epochs, size', [([], 1, 48), (['--epochs', '2'], 2, 48), (['--size', '40'], 1, 40)])
@@ -68,7 +71,7 @@ def test_unset_options_keep_the_recipes_own_settings(fake_imagenette, monkeypatc
     monkeypatch.setitem(recipes.RECIPES, 'progressive', Recipe(stand_in, 4, dict(quick=dict(epochs=1, size=48))))
     with pytest.raises(Configured) as e: main(['run', 'progressive', '--data', str(fake_imagenette), '--mode', 'quick', *options])
     cfg = e.value.args[0]
-    assert cfg.split == 'official'
+    assert cfg.split == 'official' and cfg.presize is None
     assert (cfg.epochs, cfg.size, cfg.bs) == (epochs, size, QUICK.bs)  # bs: the mode's own
 
 
@@ -162,3 +165,13 @@ def test_a_notebook_copied_out_of_the_repository_runs_its_last_cell(tmp_path):
     out = subprocess.run([sys.executable, '-c', last], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                          env={k: v for k, v in os.environ.items() if k != 'IN_TEST'})
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_the_readmes_synopsis_names_every_option_of_every_command():
+    "The README's usage block is written by hand: an option added to the parser must be added there too"
+    readme = (Path(__file__).resolve().parents[1]/'README.md').read_text()
+    synopsis = readme.split('## Command line and results', 1)[1].split('```')[1]
+    commands = next(a for a in make_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    missing = [f"{name} {opt}" for name, p in commands.items() for a in p._actions for opt in a.option_strings
+               if opt.startswith('--') and opt != '--help' and opt not in synopsis]
+    assert not missing, f"not in the README's synopsis: {missing}"

@@ -1,10 +1,14 @@
 "The decoded-once data path (appendix 92a) where a notebook can't show it: a GPU's device, fastai's other loaders, which loaders share decoded images"
+import threading
+
 import pytest
 import torch
-from fastai.callback.core import CancelFitException
+import fastai.callback.progress  # noqa: F401 (`Learner.no_bar`)
+from fastai.callback.core import Callback, CancelFitException
 from fastai.data.core import TfmdDL
 from fastai.data.transforms import ToTensor
 from fastai.learner import Learner
+from fastai.metrics import accuracy
 from fastai.vision.augment import Resize
 from fastai.vision.models.xresnet import xresnet18
 
@@ -135,3 +139,43 @@ def test_clear_decoded_forgets_every_set(fake_imagenette):
 def test_store_dl_alone_uses_the_cache_too(fake_imagenette):
     one, other = store_dl(tiny_dls(fake_imagenette).valid), store_dl(tiny_dls(fake_imagenette, normalize=False).valid)
     assert one.images is other.images and len(DECODED) == 1
+
+
+# --- batches made ahead, in a background thread (the default on a GPU) ---
+
+
+class StopAfterBatches(Callback):
+    "Cancel the fit after `n` training batches, as an interrupted run is"
+    def __init__(self, n): self.n = n
+    def after_batch(self):
+        if self.training and self.iter + 1 >= self.n: raise CancelFitException
+
+
+def test_a_learner_trains_validates_and_runs_tta_on_batches_made_ahead(fake_imagenette):
+    dls = store_dls(tiny_dls(fake_imagenette), prefetch=True)
+    learn = Learner(dls, xresnet18(n_out=dls.c), metrics=accuracy)
+    threads = threading.active_count()
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1, 1e-3)
+        preds, targs = learn.tta(n=2)
+        loss, acc = learn.validate()
+    assert learn.dls.train.prefetching and len(targs) == len(dls.valid_ds) and 0 <= acc <= 1
+    assert threading.active_count() == threads  # every epoch's thread has ended
+
+
+def test_a_fit_cancelled_mid_epoch_leaves_no_thread_making_batches(fake_imagenette):
+    dls = store_dls(tiny_dls(fake_imagenette), prefetch=True)
+    learn = Learner(dls, xresnet18(n_out=dls.c), cbs=StopAfterBatches(1))
+    threads = threading.active_count()
+    with learn.no_bar(), learn.no_logging(): learn.fit(2)
+    assert learn.train_iter == 1 and threading.active_count() == threads
+
+
+def test_an_error_in_a_batch_transform_is_raised_where_the_batches_are_used(fake_imagenette):
+    made_in = []
+    def broken(b):
+        made_in.append(threading.current_thread().name)
+        raise RuntimeError("this batch transform is broken")
+    dl = store_dls(tiny_dls(fake_imagenette), prefetch=True).train.new(after_batch=[broken])
+    with pytest.raises(RuntimeError, match="this batch transform is broken"): next(iter(dl))
+    assert made_in == ['ahead']  # raised in the background thread, seen in this one

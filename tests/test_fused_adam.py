@@ -150,6 +150,16 @@ def test_checkpoints_of_one_resume_with_the_other(tmp_path, monkeypatch, first, 
     assert_same_weights(whole, run(tmp_path/'cut.pt', then, torch.float64), 1e-10)
 
 
+def test_restored_optimizer_state_goes_to_each_parameters_device(tmp_path, monkeypatch):
+    "The file is read onto the CPU, and fastai's `Adam` keeps a loaded state where it is: away from a GPU's parameters"
+    interrupted(tmp_path/'cut.pt', Adam, monkeypatch)
+    learn = learner(Adam, n=16, shuffle=False)
+    learn.model.to('meta')  # stands for a GPU: any device but the CPU that the file is read onto
+    learn.create_opt()  # on the parameters there (`to` makes new ones for a meta device)
+    Checkpoint(tmp_path/'cut.pt').restore(learn)
+    states = [s for _, _, s, _ in learn.opt.all_params()]
+    assert all(states) and {v.device.type for s in states for v in s.values() if torch.is_tensor(v)} == {'meta'}
+
 def test_loaded_state_takes_the_parameters_memory_format():
     "The fused kernel pairs elements by position: a contiguous saved state must not meet a channels-last parameter"
     set_seed(0)

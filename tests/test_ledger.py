@@ -3,7 +3,7 @@ from dataclasses import asdict
 
 import pytest
 
-from imagenette_course.ledger import RunRecord, append_record, ledger_path, read_ledger
+from imagenette_course.ledger import RunRecord, append_record, data_name, ledger_path, read_ledger
 
 
 def record(name='baseline', acc=0.5, mode='quick'):
@@ -87,3 +87,10 @@ def test_records_with_a_wrong_type_are_skipped_with_their_line(tmp_path, change,
     append_record({**asdict(record('b')), **change}, path)
     with pytest.warns(UserWarning, match='line 2') as w: recs = read_ledger(path)
     assert [r['recipe'] for r in recs] == ['a'] and problem in str(w[0].message)
+
+
+def test_the_data_name_says_what_differs_from_the_plain_run():
+    assert data_name(dict(config=dict(dataset='imagenette', noise=0, split='official', presize=None))) == 'imagenette'
+    assert data_name(dict(config=dict(dataset='imagenette', noise=0, split='random', presize=460))) == \
+           'imagenette, random split, presize 460 px'
+    assert data_name(dict(config=dict(dataset='imagewoof', noise=25))) == 'imagewoof, 25% noisy labels'  # older records

@@ -3,8 +3,8 @@
 
 At each image size, in one process and one after the other: the same training step (bf16 autocast, channels-last,
 Adam, bs 64) on (1) one batch of random tensors already on the GPU, the model alone; (2) batches from appendix
-92a's decoded-once loaders, each batch made ahead in a background thread (`prefetch`, what full mode uses on a GPU);
-(3) the same loaders making each batch in turn (`prefetch=False`); (4) batches from the book's loaders (`get_dls`).
+92a's decoded-once loaders, each batch made ahead in a background thread (`prefetch=True`); (3) the same loaders
+making each batch in turn (the default, what full mode uses); (4) batches from the book's loaders (`get_dls`).
 The efficiency of a path is its images per second over the model alone's (the target for the decoded-once path:
 >= 0.9). Also: seconds per epoch of the
 training set at that speed, beside the first GPU run's 760 images/s (book's loaders, epoch wall time with

@@ -95,7 +95,8 @@ def run_name(r):
 
 def full_mode_lines(*recipes:str,       # recipes to show (default: every one the run has)
                     noise:int|None=0,   # only runs on this % of noisy labels (`None`: all)
-                    split:str|None='official'): # only runs on this split (`None`: all)
+                    split:str|None='official', # only runs on this split (`None`: all)
+                    with_presize:bool=False):  # also the runs given a presize (the GPU check's `Resize(460)` run)
     "The committed GPU run's results for `recipes` as printable lines, each followed by the book's number if it has one"
     run = full_mode_run()
     if run is None: return ["No full-mode GPU run is committed yet: `make gpu-check` on a GPU makes one."]
@@ -107,6 +108,7 @@ def full_mode_lines(*recipes:str,       # recipes to show (default: every one th
     for r in run['runs']:
         if recipes and r['recipe'] not in recipes: continue
         if (noise is not None and r['noise'] != noise) or (split is not None and r['split'] != split): continue
+        if r.get('presize') and not with_presize: continue
         acc = r['accuracy_tta'] if r['recipe'] == 'tta' and r['status'] == 'ok' else r.get('accuracy')
         lines.append(f"  {run_name(r):26} {f'{acc:7.2%}' if acc is not None else '      -'}  {_result_words(r)}"
                      + (f" (centre crop {r['accuracy']:.2%})" if r['recipe'] == 'tta' and acc is not None else ''))

@@ -88,7 +88,7 @@ def _put(q, item, stop):
     return False
 
 def ahead(items,  # an iterable, iterated in a background thread
-          n=1):   # how many made items may wait for the consumer
+          n=1):   # how many made items may wait for the consumer (the thread holds one more, waiting for room)
     "The items of `items`, in order, each one made in a background thread while the consumer uses the one before"
     source, q, stop = iter(items), queue.Queue(n), threading.Event()
     def make():
@@ -113,17 +113,12 @@ def ahead(items,  # an iterable, iterated in a background thread
 class StoreDL(TfmdDL):
     "A `TfmdDL` whose batches are gathered from decoded `images` (uint8) and `labels`, then batch-transformed as usual"
     def __init__(self, dataset=None, images=None, labels=None,
-                 prefetch:bool|None=None, # make each batch `ahead`, in a background thread (`None`: on a GPU)
+                 prefetch:bool=False, # make each batch `ahead`, in a background thread
                  **kwargs):
         super().__init__(dataset, **kwargs)
         self.images, self.labels, self.prefetch = images, labels, prefetch
 
-    @property
-    def prefetching(self):
-        "Whether batches are made `ahead`: `prefetch` if set, else whether the images are on a GPU"
-        return self.images.device.type == 'cuda' if self.prefetch is None else self.prefetch
-
-    def __iter__(self): return ahead(super().__iter__()) if self.prefetching else super().__iter__()
+    def __iter__(self): return ahead(super().__iter__()) if self.prefetch else super().__iter__()
 
     def create_batches(self, samps):
         # the epoch's order copied to the device once: a copy per batch would wait each time for the GPU to finish
@@ -143,7 +138,7 @@ class StoreDL(TfmdDL):
 def store_dl(dl,            # a fastai `TfmdDL`
              device=None,   # where the images are kept (default: fastai's)
              images=None,   # `dl`'s decoded images, if at hand (from `decoded_images`); default: from it
-             prefetch=None):# make each batch in a background thread (`None`: on a GPU)
+             prefetch=False):# make each batch in a background thread
     "`dl` as a `StoreDL` on `device`: same items, labels, sampling and transforms"
     _refuse_before_batch([dl])
     device = device or default_device()
@@ -155,7 +150,7 @@ def store_dl(dl,            # a fastai `TfmdDL`
 
 def store_dls(dls,            # the book's `DataLoaders` (`get_dls`)
               device=None,    # where the images are kept (default: fastai's)
-              prefetch=None): # make each batch in a background thread (`None`: on a GPU)
+              prefetch=False): # make each batch in a background thread
     "`DataLoaders` like `dls` whose images are decoded once per process and kept on `device`"
     images = decoded_images(dls.loaders, device)  # one set: all of `dls`'s loaders
     return DataLoaders(*(store_dl(dl, device, im, prefetch) for dl, im in zip(dls.loaders, images)), path=dls.path,

@@ -133,7 +133,7 @@ def runs_table(records, order=()):
 
 def comparison_table(records, order=()):
     "`runs_table` of `records`, then the course's full-mode GPU run and the published numbers, each labelled"
-    gpu = '\n'.join(full_mode_lines(noise=None, split=None))
+    gpu = '\n'.join(full_mode_lines(noise=None, split=None, with_presize=True))
     refs = '\n'.join(f"  {name:26} {acc:7.2%}  {setting}  [{source}]" for name, acc, source, setting in REFERENCES)
     return (f"{runs_table(records, order)}\n\nFor reference, the course's committed full-mode GPU run (not measured "
             f"here):\n{gpu}\n\nAnd the published numbers (other data, hardware and splits):\n{refs}")

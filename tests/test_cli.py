@@ -1,4 +1,4 @@
-import argparse, json, os, subprocess, sys
+import argparse, json, os, re, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -89,7 +89,7 @@ def test_report(capsys, isolated_ledger, tmp_path):
     report = '\n'.join(lines)
     assert "the course's committed full-mode GPU run (not measured here)" in report and "published numbers" in report
     from imagenette_course.baseline import full_mode_lines
-    assert '\n'.join(full_mode_lines(noise=None, split=None)) in report  # every run of it, labelled as a reference
+    assert '\n'.join(full_mode_lines(noise=None, split=None, with_presize=True)) in report  # every run of it, labelled as a reference
     assert lines[-1] == f"figures saved to {tmp_path/'results.png'}"
     assert (tmp_path/'results.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
@@ -167,11 +167,15 @@ def test_a_notebook_copied_out_of_the_repository_runs_its_last_cell(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
 
 
+def long_options(parser):
+    "The `--options` of `parser` itself, without `--help`"
+    return {opt for a in parser._actions for opt in a.option_strings if opt.startswith('--') and opt != '--help'}
+
 def test_the_readmes_synopsis_names_every_option_of_every_command():
     "The README's usage block is written by hand: an option added to the parser must be added there too"
     readme = (Path(__file__).resolve().parents[1]/'README.md').read_text()
-    synopsis = readme.split('## Command line and results', 1)[1].split('```')[1]
-    commands = next(a for a in make_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
-    missing = [f"{name} {opt}" for name, p in commands.items() for a in p._actions for opt in a.option_strings
-               if opt.startswith('--') and opt != '--help' and opt not in synopsis]
-    assert not missing, f"not in the README's synopsis: {missing}"
+    synopsis = set(re.findall(r'--[\w-]+', readme.split('## Command line and results', 1)[1].split('```')[1]))
+    parser = make_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    options = long_options(parser) | {opt for p in commands.values() for opt in long_options(p)}
+    assert options - synopsis == set(), "not in the README's synopsis"

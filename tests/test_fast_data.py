@@ -145,9 +145,10 @@ def test_store_dl_alone_uses_the_cache_too(fake_imagenette):
 
 
 class StopAfterBatches(Callback):
-    "Cancel the fit after `n` training batches, as an interrupted run is"
-    def __init__(self, n): self.n = n
+    "Cancel the fit after `n` training batches, as an interrupted run is; note the threads alive during each step"
+    def __init__(self, n): self.n, self.threads = n, []
     def after_batch(self):
+        self.threads.append({t.name for t in threading.enumerate()})
         if self.training and self.iter + 1 >= self.n: raise CancelFitException
 
 
@@ -159,16 +160,18 @@ def test_a_learner_trains_validates_and_runs_tta_on_batches_made_ahead(fake_imag
         learn.fit(1, 1e-3)
         preds, targs = learn.tta(n=2)
         loss, acc = learn.validate()
-    assert learn.dls.train.prefetching and len(targs) == len(dls.valid_ds) and 0 <= acc <= 1
+    assert learn.dls.train.prefetch and len(targs) == len(dls.valid_ds) and 0 <= acc <= 1
     assert threading.active_count() == threads  # every epoch's thread has ended
 
 
 def test_a_fit_cancelled_mid_epoch_leaves_no_thread_making_batches(fake_imagenette):
     dls = store_dls(tiny_dls(fake_imagenette), prefetch=True)
-    learn = Learner(dls, xresnet18(n_out=dls.c), cbs=StopAfterBatches(1))
+    stop = StopAfterBatches(1)
+    learn = Learner(dls, xresnet18(n_out=dls.c), cbs=stop)
     threads = threading.active_count()
     with learn.no_bar(), learn.no_logging(): learn.fit(2)
-    assert learn.train_iter == 1 and threading.active_count() == threads
+    assert learn.train_iter == 1 and 'ahead' in stop.threads[0]  # a batch was being made while the first one trained
+    assert threading.active_count() == threads
 
 
 def test_an_error_in_a_batch_transform_is_raised_where_the_batches_are_used(fake_imagenette):

@@ -58,6 +58,14 @@ def test_every_run_of_the_check_is_listed_and_a_missing_one_says_so(gpu_referenc
     assert 'ledger' not in json.dumps(ref)  # the summary's machine paths stay out of the package
 
 
+def test_a_summary_written_before_presize_was_recorded_reads_as_the_default_presize(gpu_reference):
+    older = {k: v for k, v in result('baseline', 0.8).items() if k != 'presize'}
+    ref = gpu_reference.distil(summary([older]))
+    baseline, = [r for r in ref['runs'] if r['recipe'] == 'baseline' and r['split'] == 'official' and not r['presize']]
+    assert baseline['accuracy'] == 0.8
+    assert [r['status'] for r in ref['runs'] if r['presize']] == ['no result']
+
+
 def test_readme_table_has_a_row_per_run_and_the_books_number_only_on_plain_runs(gpu_reference):
     ref = gpu_reference.distil(summary([result('baseline', 0.8), result('baseline', 0.85, split='random'),
                                         result('baseline', 0.83, presize=460)]))

@@ -1,5 +1,6 @@
 "Runs that survive interruption, results that are never lost or misreported, and data-parallel training"
 import json, os, signal, subprocess, sys, time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from fastai.vision.models.xresnet import xresnet18, xresnet50
 
 import imagenette_course.cli
 import imagenette_course.recipes as recipes
-from imagenette_course.data import get_dls
+from imagenette_course.data import get_dls, run_config
 from imagenette_course.ledger import read_ledger
 from imagenette_course.recipes import recipe_config, run_recipe
 from imagenette_course.resume import Checkpoint, CheckpointError, RunError, run_key
@@ -218,3 +219,10 @@ def test_two_processes_train_data_parallel_and_record_once(fake_imagenette, chec
     (rec,) = read_ledger(isolated_ledger)
     assert rec['recipe'] == 'progressive' and rec['n_train'] == 40
     assert out.stdout.count('progressive: accuracy') == 1 and list(checkpoints.iterdir()) == []
+
+
+def test_a_setting_added_later_leaves_the_run_key_as_it_was_until_it_is_set():
+    "Checkpoints written before `presize` existed still resume"
+    cfg = run_config('quick', epochs=1, size=32, bs=8, n_train=2, n_valid=1)
+    assert run_key('two_fits', cfg) == 'two_fits-quick-5445a3866a68'  # appendix 91's run, as named before `presize`
+    assert run_key('two_fits', replace(cfg, presize=64)) != run_key('two_fits', cfg)

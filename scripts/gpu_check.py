@@ -149,6 +149,12 @@ def run_one(name, argv, ledger):
     return status, error, seconds, added
 
 
+def tta_ways(record):
+    "{way of predicting: accuracy} of chapter 5's `compare_tta` in a ledger `record`, or None if it has none"
+    ways = record.get('extra', {}).get('tta')
+    return {name: r['accuracy'] for name, r in ways.items()} if ways else None
+
+
 def recipe_result(name, status, error, seconds, record, settings):
     "One run's entry in summary.json, with the book's accuracy beside ours where the book has one"
     res = dict(zip(RUN_ID, run_id(name, settings)), status=status, error=error, seconds=seconds)
@@ -157,7 +163,8 @@ def recipe_result(name, status, error, seconds, record, settings):
     res.update({k: record[k] for k in ('accuracy', 'sizes', 'epochs', 'n_train', 'n_valid', 'wall_time_s', 'device')})
     res.update(accuracy_tta=extra.get('accuracy_tta'), data_path=extra.get('data_path'), reused_training=extra.get('reused_training'),
                seconds_per_epoch=extra.get('seconds_per_epoch'),  # {px: s}, from recipes that time their epochs
-               wall_s_per_epoch=round(record['wall_time_s'] / record['epochs'], 1))  # upper bound: includes set-up
+               wall_s_per_epoch=round(record['wall_time_s'] / record['epochs'], 1),  # upper bound: includes set-up
+               tta_ways=tta_ways(record))
     if name in BOOK_RESULTS and not settings:
         book, source = BOOK_RESULTS[name]
         ours = res['accuracy_tta'] if name == 'tta' else res['accuracy']

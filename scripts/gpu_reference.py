@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The committed full-mode GPU run, as the course shows it: results/gpu/summary.json distilled into the package's
+"""The committed full-mode GPU run, as the course shows it: results/gpu/summary.json (and ledger.jsonl) distilled into the package's
 `full_mode_gpu.json` (read by chapters 02-08, chapter 8's table and figure, and `imagenette-course report`), and the
 README's full-mode table.
 
@@ -13,7 +13,8 @@ import argparse, importlib.util, json, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SUMMARY, PACKAGED, README = ROOT/'results/gpu/summary.json', ROOT/'imagenette_course/full_mode_gpu.json', ROOT/'README.md'
+SUMMARY, LEDGER = ROOT/'results/gpu/summary.json', ROOT/'results/gpu/ledger.jsonl'
+PACKAGED, README = ROOT/'imagenette_course/full_mode_gpu.json', ROOT/'README.md'
 TABLE_START, TABLE_END = '<!-- full-mode table: scripts/gpu_reference.py writes it -->', '<!-- end of full-mode table -->'
 NOT_REACHED = "no result in this run: results/gpu/log.txt shows how far the command got"
 
@@ -28,7 +29,7 @@ def gpu_check_module():
 
 def run_entry(r):
     "One run of the summary, without what names the machine it ran on"
-    keep = ('recipe', 'noise', 'presize', 'status', 'error', 'accuracy', 'accuracy_tta', 'epochs', 'sizes',
+    keep = ('recipe', 'noise', 'presize', 'status', 'error', 'accuracy', 'accuracy_tta', 'tta_ways', 'epochs', 'sizes',
             'seconds_per_epoch')
     # summaries written before `split` and `reused_training` were recorded: the official split; TTA was the one reuse
     return {**{k: r.get(k) for k in keep}, 'split': r.get('split', 'official'), 'seconds': r['seconds'],
@@ -45,10 +46,17 @@ def data_words(data):
             f"{pack['quality']} ({pack['mib']} MiB, PSNR {pack['psnr_db']['mean']} dB), {n}")
 
 
-def distil(summary, commit=None):
-    "The packaged reference made from a gpu_check summary: provenance, then every run of a full check, in its order"
+def with_tta_ways(run, ledger, check):
+    "`run` with its TTA comparison from the `ledger` records if its summary entry predates `tta_ways`"
+    if run['tta_ways'] is not None or run['recipe'] != 'tta': return run
+    mine = [r for r in ledger if check.run_id(r['recipe'], r.get('config') or {}) == check.run_id(run['recipe'], run)]
+    return {**run, 'tta_ways': check.tta_ways(mine[-1]) if mine else None}
+
+
+def distil(summary, commit=None, ledger=()):
+    "The packaged reference from a gpu_check summary and its ledger: provenance, then every run of a full check, in order"
     check = gpu_check_module()
-    done = {check.run_id(r['recipe'], r): r for r in map(run_entry, summary['results'])}
+    done = {check.run_id(r['recipe'], r): with_tta_ways(r, ledger, check) for r in map(run_entry, summary['results'])}
     noisy = any(r['noise'] for r in summary['results']) or 'noisy_imagenette.csv' in ((summary['data'].get('pack') or {})
                                                                                    .get('extra_files') or [])
     keys = [check.run_id(name, s) for name, s in check.run_order(noise=noisy)]
@@ -94,7 +102,8 @@ def main(argv=None):
     p.add_argument('--commit', help="the commit the run was made from, for a summary that doesn't record it")
     args = p.parse_args(argv)
     old = json.loads(PACKAGED.read_text()) if PACKAGED.is_file() else {}
-    ref = distil(json.loads(SUMMARY.read_text()), args.commit or old.get('commit'))
+    ledger = [json.loads(line) for line in LEDGER.read_text().splitlines() if line.strip()] if LEDGER.is_file() else []
+    ref = distil(json.loads(SUMMARY.read_text()), args.commit or old.get('commit'), ledger)
     text = json.dumps(ref, indent=1) + '\n'
     readme = with_table(README.read_text(), markdown_table(ref))
     if args.check:

@@ -2,7 +2,9 @@
 """Does the data path keep the GPU busy? xresnet50 training throughput fed by each loader, against the model alone.
 
 At each image size, in one process and one after the other: the same training step (bf16 autocast, channels-last,
-Adam, bs 64) on (1) one batch of random tensors already on the GPU, the model alone; (2) batches from appendix
+Adam, bs 64, cuDNN autotuning as full mode has it, and the loss read on the CPU after every step, as fastai's
+`Recorder` does for its smoothed loss, so that the next batch cannot be made while the GPU still works unless it is
+made ahead) on (1) one batch of random tensors already on the GPU, the model alone; (2) batches from appendix
 92a's decoded-once loaders, each batch made ahead in a background thread (`prefetch=True`); (3) the same loaders
 making each batch in turn (the default, what full mode uses); (4) batches from the book's loaders (`get_dls`).
 The efficiency of a path is its images per second over the model alone's (the target for the decoded-once path:
@@ -13,7 +15,7 @@ validation) and the book's ≈63 s per epoch at 224 px.
     python bench/gpu_data_path.py DATA --out results/gpu/data_path.json          # on a GPU
     python bench/gpu_data_path.py DATA --smoke                                    # tiny, on a CPU: so it can't rot
 """
-import argparse, json, sys, time
+import argparse, json, time
 from pathlib import Path
 
 import torch
@@ -46,6 +48,7 @@ def images_per_second(model, batches, steps, warmup, bs):
         with torch.autocast(dev.type, dtype=torch.bfloat16):
             loss = loss_func(model(x.contiguous(memory_format=torch.channels_last)), y)
         opt.zero_grad(); loss.backward(); opt.step()
+        loss.item()  # waits for the GPU, as fastai's smoothed loss (`to_detach` to the CPU) does after every batch
     for _ in range(warmup): step(*next(batches))
     sync(dev)
     start = time.perf_counter()
@@ -93,16 +96,18 @@ def main(argv=None):
     if device.type != 'cuda' and not args.smoke: p.error("no CUDA GPU is visible: use --smoke for the tiny CPU run")
     sizes, bs, steps, warmup, per_class = (([32], 8, 2, 1, 2) if args.smoke else
                                            ([int(s) for s in args.sizes.split(',')], 64, args.steps, 10, None))
+    torch.backends.cudnn.benchmark = True  # as full mode's `CudnnAutotune` (appendix 92) sets it for every fit
     results = dict(device=device_name(), torch=torch.__version__, first_gpu_run_images_per_s=FIRST_GPU_RUN_IMAGES_PER_S,
-                   book_s_per_epoch_224=BOOK_SECONDS_PER_EPOCH,
-                   sizes=[measure_size(args.data, s, bs, steps, warmup, device, per_class) for s in sizes])
-    for r in results['sizes']:
+                   book_s_per_epoch_224=BOOK_SECONDS_PER_EPOCH, cudnn_benchmark=True, loss_read_every_step=True, sizes=[])
+    for size in sizes:  # each size's result printed and written as soon as it is measured: a cut run keeps it
+        r = measure_size(args.data, size, bs, steps, warmup, device, per_class)
+        results['sizes'].append(r)
         paths = '; '.join(f"{label} {r[p]:.0f} img/s ({r[p + '_efficiency']:.0%}, {r[p + '_s_per_epoch']} s/epoch)"
                           for p, label in PATHS.items())
-        print(f"{r['size']} px: model alone {r['model_only']:.0f} img/s; {paths}; decoded in {r['decode_once_s']} s")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2) + '\n')
+        print(f"{r['size']} px: model alone {r['model_only']:.0f} img/s; {paths}; decoded in {r['decode_once_s']} s", flush=True)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(results, indent=2) + '\n')
     return results
 
 

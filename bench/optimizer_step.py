@@ -99,19 +99,22 @@ def main(argv=None):
     print(f"load average {os.getloadavg()[0]:.2f}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
           f"{warmup} warm-up + {steps} timed steps x {rounds} rounds, fastest round", flush=True)
     cpu = torch.device('cpu')
-    results = [measure('(a) xresnet50 at 1/16 width, CPU, bs 4, 32 px', thin_xresnet50, 32, 4, steps, warmup, rounds, cpu)]
+    results = []
+    def record(res):  # written after each configuration: a run cut short keeps what it measured
+        results.append(res)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(dict(torch=torch.__version__, cpu_threads=torch.get_num_threads(),
+                                                      results=results), indent=2) + '\n')
+    record(measure('(a) xresnet50 at 1/16 width, CPU, bs 4, 32 px', thin_xresnet50, 32, 4, steps, warmup, rounds, cpu))
     if torch.cuda.is_available() and not args.smoke:
         gpu = torch.device('cuda')
         for size in map(int, args.gpu_sizes.split(',')):
-            results.append(measure(f'(b) xresnet50, {torch.cuda.get_device_name()}, bs 64, {size} px, bf16, channels-last',
-                                   partial(xresnet50, n_out=10), size, 64, steps, warmup, rounds, gpu, amp_cl=True))
+            record(measure(f'(b) xresnet50, {torch.cuda.get_device_name()}, bs 64, {size} px, bf16, channels-last',
+                           partial(xresnet50, n_out=10), size, 64, steps, warmup, rounds, gpu, amp_cl=True))
     if args.smoke:  # the GPU configuration's code (its callbacks, channels-last weights) on the CPU's tiny model
-        results.append(measure('smoke: (b) settings on the CPU', thin_xresnet50, 32, 4, steps, warmup, rounds, cpu,
-                               amp_cl=True))
+        record(measure('smoke: (b) settings on the CPU', thin_xresnet50, 32, 4, steps, warmup, rounds, cpu, amp_cl=True))
     print(f"load average {os.getloadavg()[0]:.2f}")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(dict(torch=torch.__version__, results=results), indent=2) + '\n')
     return results
 
 

@@ -6,7 +6,8 @@ Docs: https://imagenette-course.github.io/imagenette_course/cli.html.md"""
 
 # %% auto #0
 __all__ = ['RECIPE_NAMES', 'MODE_NAMES', 'DATASET_NAMES', 'NOISE_CHOICES', 'DATA_PATH_NAMES', 'SPLIT_NAMES', 'positive_int',
-           'make_parser', 'report', 'run', 'main']
+           'make_parser', 'plot_format_problem', 'argument_problem', 'report', 'run', 'recorded_recipes',
+           'interrupted_message', 'main']
 
 # %% ../nbs/94_cli.ipynb #8a9f5283
 import argparse, os, traceback, warnings
@@ -58,13 +59,36 @@ def make_parser():
     rep.add_argument('--plot', metavar='FILE', help="also save the comparison figures to FILE (e.g. results.png)")
     return p
 
+# %% ../nbs/94_cli.ipynb #ccbe67ae
+def plot_format_problem(fname):
+    "Why matplotlib can't save the figures to the file `fname`, whose extension chooses the format (`None` if it can)"
+    from matplotlib.backend_bases import FigureCanvasBase  # matplotlib alone, without torch: quick to import
+    formats = FigureCanvasBase.get_supported_filetypes()
+    ext = os.path.splitext(fname)[1][1:]
+    if ext.lower() in formats: return  # matplotlib reads the extension in any case
+    what = f"its extension .{ext} is not a format matplotlib writes" if ext else "it has no extension to name a format"
+    return (f"--plot {fname}: {what} ({', '.join('.' + f for f in formats)}). Fix: a file name ending in one of "
+            f"those, e.g. results.png")
+
+def argument_problem(args):
+    "What argparse can't see is wrong with `args` (`None` if nothing), found before torch and fastai load"
+    if args.command == 'report': return plot_format_problem(args.plot) if args.plot else None
+    if args.noise and args.split == 'random':
+        return "--noise replaces training labels of the official split's train/ folder: leave out --split random"
+    env_mode = os.environ.get('IMAGENETTE_MODE')
+    if not args.mode and env_mode and env_mode not in MODE_NAMES:  # the mode a run without --mode would take
+        return (f"IMAGENETTE_MODE is {env_mode!r}, which is not a mode. Fix: set it to {' or '.join(MODE_NAMES)}, "
+                f"or unset it, or pass --mode")
+
 # %% ../nbs/94_cli.ipynb #3cb4bfc6
 def report(args):
     "`imagenette-course report`: the comparison table, and the figures if `--plot`"
-    from imagenette_course.ledger import comparison_table, plot_comparison, read_ledger
+    from imagenette_course.ledger import comparison_table, ledger_path, plot_comparison, read_ledger
     records = read_ledger(args.ledger)
     print(comparison_table(records, order=RECIPE_NAMES))
-    if args.plot and records:
+    if args.plot and not records:
+        print(f"no figures: {ledger_path(args.ledger)} holds no runs yet, so {args.plot} was not written")
+    elif args.plot:
         plot_comparison(records, order=RECIPE_NAMES).savefig(args.plot, dpi=120)
         print(f"figures saved to {args.plot}")
 
@@ -82,19 +106,43 @@ def run(args):
     if args.recipe == 'all': run_all(args.mode, args.ledger, args.data_path, **settings)
     else: run_recipe(args.recipe, args.mode, args.ledger, args.data_path, **settings)
 
+# %% ../nbs/94_cli.ipynb #faec38c0
+def recorded_recipes(ledger=None):
+    "The recipe of each record in the ledger, in order; `None` if it can't be read"
+    from imagenette_course.ledger import read_ledger
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # broken lines are `report`'s to name: here they are only not counted
+        try: return [r['recipe'] for r in read_ledger(ledger)]
+        except OSError: return None  # a folder, say: the run's own check of the ledger says what is wrong and how to fix it
+
+def interrupted_message(args, before):
+    "What a Ctrl-C left behind: the recipes recorded since the ledger held the recipes `before`, and the checkpoints"
+    if args.command == 'report': return "interrupted"  # it only reads
+    from imagenette_course.ledger import ledger_path
+    from imagenette_course.resume import checkpoint_dir
+    ledger = ledger_path(args.ledger)
+    new = [] if before is None else recorded_recipes(args.ledger)[len(before):]  # None: stopped before reading it
+    done = (f"{', '.join(new)} finished and {'was' if len(new) == 1 else 'were'} recorded in {ledger}" if new
+            else f"nothing was written to {ledger}")
+    again = (" (after training the recorded recipes again: to skip them, run each recipe left by name, with the same "
+             "options)" if new and args.recipe == 'all' else '')
+    return (f"interrupted: {done}; checkpoints in {checkpoint_dir()} are kept: the same command resumes the "
+            f"interrupted training from its checkpoint{again}")
+
 def main(argv=None):
     "Entry point of the `imagenette-course` command"
     parser = make_parser()
     args = parser.parse_args(argv)  # --help and bad arguments end here, before torch and fastai load
-    if getattr(args, 'noise', None) and args.split == 'random':
-        parser.error("--noise replaces training labels of the official split's train/ folder: leave out --split random")
+    if problem := argument_problem(args): parser.error(problem)
     from imagenette_course.data import DataError
-    from imagenette_course.ledger import ledger_path
-    from imagenette_course.resume import RunError, checkpoint_dir
-    try: report(args) if args.command == 'report' else run(args)
+    from imagenette_course.resume import RunError
+    before = None  # the recipes the ledger held when the run started
+    try:
+        if args.command == 'report': report(args)
+        else:
+            before = recorded_recipes(args.ledger)
+            run(args)
     except (DataError, RunError, OSError) as e:
         if args.debug or os.environ.get('IMAGENETTE_DEBUG'): traceback.print_exc()
         parser.exit(2, f"{parser.prog}: error: {getattr(e, 'msg', e)}\n")
-    except KeyboardInterrupt:
-        parser.exit(130, f"{parser.prog}: interrupted: nothing was written to {ledger_path(getattr(args, 'ledger', None))}; "
-                         f"checkpoints in {checkpoint_dir()} are kept: run the same command again to resume\n")
+    except KeyboardInterrupt: parser.exit(130, f"{parser.prog}: {interrupted_message(args, before)}\n")

@@ -115,8 +115,9 @@ class RunConfig:
         data = self.dataset + (f" with {self.noise}% noisy training labels" if self.noise else '')
         if self.split != 'official': data += f", {self.split} split"
         if self.presize: data += f", presize {self.presize} px"
+        epochs = f"{self.epochs} epoch" + ('' if self.epochs == 1 else 's')
         return (f"{self.mode} mode on {device_name()}: {data}, {per(self.n_train)} train, {per(self.n_valid)} valid "
-                f"images, {self.size} px, bs {self.bs}, {self.epochs} epochs, lr {self.lr:g}, seed {self.seed}")
+                f"images, {self.size} px, bs {self.bs}, {epochs}, lr {self.lr:g}, seed {self.seed}")
 
 MODES = dict(quick=RunConfig('quick', n_train=20, n_valid=10, size=64, bs=16, epochs=3),  # 36 steps: enough to learn a little
              full =RunConfig('full',  n_train=None, n_valid=None, size=224, bs=64, epochs=5))
@@ -181,12 +182,24 @@ def image_problem(fn):
         with Image.open(fn) as im: im.load()
     except Exception as e: return f"{type(e).__name__}: {e}"
 
+def _file_key(fn):
+    "What tells a file's content apart without reading it: path, size, modification time (`None` if it can't be read)"
+    try: st = os.stat(fn)
+    except OSError: return None
+    return os.fspath(fn), st.st_size, st.st_mtime_ns
+
+_CHECKED = {}  # `_file_key` -> `image_problem`: the files this process has decoded, and what it found
+
 def drop_unreadable(files, n_workers=None):
-    "`files` without the ones that don't decode; warns with each bad path and why"
+    "`files` without the ones that don't decode (each decoded once while unchanged); warns with each bad path and why"
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         warnings.warn("PIL's LOAD_TRUNCATED_IMAGES is on, so truncated JPEGs will not be detected")
-    problems = parallel(image_problem, files, n_workers=defaults.cpus if n_workers is None else n_workers,
-                        threadpool=True)
+    keys = [_file_key(f) for f in files]
+    new = [(f, k) for f, k in zip(files, keys) if k is None or k not in _CHECKED]
+    found = parallel(image_problem, [f for f, _ in new], n_workers=defaults.cpus if n_workers is None else n_workers,
+                     threadpool=True)
+    _CHECKED.update((k, p) for (_, k), p in zip(new, found) if k is not None)
+    problems = [_CHECKED[k] if k in _CHECKED else image_problem(f) for f, k in zip(files, keys)]
     bad = [(f, p) for f, p in zip(files, problems) if p]
     if bad:
         warnings.warn(f"Skipping {len(bad)} unreadable image file(s); delete or replace them to silence this:\n  " +
@@ -273,5 +286,7 @@ def get_dls(bs:int=64,               # batch size
     dblock = DataBlock(blocks=(ImageBlock, CategoryBlock), get_y=NoisyLabel(path, dataset, noise) if noise else class_name,
                        splitter=splitter, item_tfms=Resize(presize or default_presize(size, shorter_side(items))),
                        batch_tfms=batch_tfms)
-    set_seed(seed, reproducible=True)
+    # random, numpy and torch only: reproducible=True would also switch cuDNN to its deterministic algorithms for the
+    # whole process, slowing every convolution on a GPU, where other ops are not deterministic anyway
+    set_seed(seed)
     return dblock.dataloaders(items, bs=bs, **kwargs)

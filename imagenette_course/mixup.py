@@ -49,6 +49,8 @@ class MixUpFromScratch(Callback):
 
     def after_train(self): self.learn.loss_func = self.plain_loss
     def after_cancel_train(self): self.after_train()
+    def after_cancel_fit(self):  # a fit cancelled in the middle of training never reaches after_train
+        if self.learn.loss_func == self.mixed_loss: self.after_train()
 
     def before_batch(self):
         n = self.y.size(0)

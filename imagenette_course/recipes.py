@@ -156,7 +156,7 @@ def run_recipe(name, mode=None, ledger=None, data_path=None, **overrides):
     recipe, cfg, main = RECIPES.get(name), recipe_config(name, mode, **overrides), not rank_distrib()
     if main: check_run_folders(ledger)
     if main: print(f"{name}: {cfg}", flush=True)
-    set_seed(cfg.seed, reproducible=True)
+    set_seed(cfg.seed)  # not reproducible=True: cuDNN's deterministic algorithms are slower (appendix 92)
     data_path = data_path_callbacks(data_path)[0]
     ck = Checkpoint(checkpoint_dir()/f"{training_key(recipe, cfg, data_path)}.pt")
     if ck.resumed and (done := finished_record(name, ck, ledger)):

@@ -19,6 +19,8 @@ from fastcore.foundation import L
 from fastai.callback.core import Callback, CancelEpochException, CancelFitException
 from fastai.torch_core import defaults, rank_distrib
 
+from .ledger import course_path
+
 # %% ../nbs/91_resume.ipynb #6bb78b82
 class RunError(Exception):
     "A run can't start or go on; the message says why and what to do."
@@ -31,7 +33,7 @@ class CheckpointError(RunError):
 
 def checkpoint_dir(path=None):
     "Where checkpoints go: `path`, else `$IMAGENETTE_CHECKPOINTS`, else `~/.imagenette_course/checkpoints`"
-    return Path(path or os.environ.get('IMAGENETTE_CHECKPOINTS') or Path.home()/'.imagenette_course'/'checkpoints').expanduser()
+    return course_path(path, 'IMAGENETTE_CHECKPOINTS', 'checkpoints')
 
 # `RunConfig` fields added after checkpoints were first written, hashed only when set: unset, a run keeps its old name
 HASHED_WHEN_SET = ('presize',)

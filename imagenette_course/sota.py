@@ -1,4 +1,4 @@
-"""One recipe that uses each technique of the chapter where it pays: normalization, progressive resizing and label smoothing always, mixup only in long runs, TTA at the end.
+"""One recipe of the chapter's techniques, each where it pays or costs nothing: normalization, progressive resizing and label smoothing always, mixup only in long runs, TTA at the end.
 
 Docs: https://imagenette-course.github.io/imagenette_course/sota.html.md"""
 
@@ -19,7 +19,7 @@ SOTA_SETTINGS = PROGRESSIVE_SETTINGS  # the run lengths of chapter 4's progressi
 
 def total_epochs(cfg):
     "Epochs of a progressive run with `cfg`: the small stage, `fine_tune`'s frozen epoch, `cfg.epochs` at full size"
-    small_size, small_epochs = SMALL_STAGE[cfg.mode]
+    _, small_epochs = SMALL_STAGE[cfg.mode]
     return small_epochs + 1 + cfg.epochs
 
 # %% ../nbs/08_sota.ipynb #3890a4de

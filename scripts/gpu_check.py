@@ -13,9 +13,11 @@ our numbers differ from the book's, it separates the split from the data copy), 
 `Resize(460)` (chapter 1 caps the presize at the images' size, so on the 224-px copy training images are crops blown
 up to 224 px and validation images are not resized), the other recipes, and chapter 7's
 noisy-label experiment: plain cross-entropy and label smoothing trained on 25% noisy labels (their 0% runs are the
-recipes themselves), when the data folder has its noisy-label CSV. Without progress bars: a bar's loss readout waits
-for the GPU after every batch. summary.json is rewritten after every run, so a run that is killed still leaves what
-it finished.
+recipes themselves), when the data folder has its noisy-label CSV. Without progress bars: their redraws are
+Python work in every batch, for a log nobody watches. A run that would not finish within the time budget, at the
+speed of the runs before it, is skipped. With --lanes N, N processes share the GPU, each with its log, summary and
+ledger in OUT/lanes/lane-I. summary.json is rewritten after every run, so a run that is killed still leaves what it
+finished.
 """
 import argparse, gc, json, signal, subprocess, sys, time, traceback
 from datetime import datetime, timezone
@@ -50,7 +52,8 @@ def make_parser():
                    help=f"tiny run that works on a CPU: {', '.join(f'{k} {v}' for k, v in SMOKE.items())}")
     p.add_argument('--recipes', help=f"comma-separated recipes to run (default: all: {','.join(RECIPES)})")
     p.add_argument('--budget-min', type=float, default=8,
-                   help="minutes the whole check may take; later recipes are skipped once it is spent (default 8)")
+                   help="minutes the whole check may take; a run that would not finish within it (at the speed of the "
+                        "runs before it) is skipped (default 8)")
     p.add_argument('--mode', choices=list(MODES), help="default: full (quick with --smoke)")
     p.add_argument('--epochs', type=cli.positive_int, help="override every recipe's epochs")
     p.add_argument('--size', type=cli.positive_int, help="override every recipe's image size in px")
@@ -61,6 +64,7 @@ def make_parser():
                    help="runs sharing the GPU at a time, each lane a process of its own (default 1); their seconds per "
                         "epoch are then measured while sharing")
     p.add_argument('--lane', type=int, help=argparse.SUPPRESS)  # set by the check itself: run only this lane's share
+    p.add_argument('--started-at', type=float, help=argparse.SUPPRESS)  # set by the check itself: its start (time.time())
     p.add_argument('--commit', default=git_commit(),
                    help="the commit being run, for the summary (default: git's HEAD here, if this is a git checkout)")
     return p
@@ -92,6 +96,12 @@ def run_order(selected=None, noise=True):
 # Relative training time of a run, for sharing runs out between lanes: progressive runs train 4 + 1 + 5 epochs against
 # the others' 5; TTA measures the model its progressive run has just trained.
 RUN_COST = {'progressive': 2, 'progressive-schedule': 2, 'sota': 2, 'tta': 0}
+
+def expected_seconds(name, finished):
+    "Seconds run `name` should take, at the seconds per unit of `RUN_COST` of the `finished` runs (None before any)"
+    trained = [r for r in finished if RUN_COST.get(r['recipe'], 1)]
+    units = sum(RUN_COST.get(r['recipe'], 1) for r in trained)
+    return RUN_COST.get(name, 1) * sum(r['seconds'] for r in trained) / units if units else None
 
 def lanes_of(runs, n):
     "`runs` shared out between `n` lanes in their order, each to the least loaded lane; TTA joins its progressive run"
@@ -203,15 +213,22 @@ def print_table(summary):
               + (f"  ({r['error']})" if r['error'] else ''))
 
 
+def lane_dir(out, i): return out/'lanes'/f'lane-{i}'
+
 def merge_lanes(out, header, order, lanes, elapsed):
     "summary.json and ledger.jsonl in `out` from the lanes' own, in the check's run order; a run no lane has reported is missing"
     done, records = {}, []
     for i in range(lanes):
-        lane = out/f'lane-{i}'
+        lane = lane_dir(out, i)
         if (lane/'summary.json').is_file():
             for r in json.loads((lane/'summary.json').read_text())['results']: done[run_id(r['recipe'], r)] = r
         records += read_ledger(lane/'ledger.jsonl')
-    results = [done.get(run_id(name, s)) or recipe_result(name, 'running', NOT_YET, 0, None, s) for name, s in order]
+    # a run whose lane was stopped after it wrote its record but before its summary still counts
+    recorded = {run_id(r['recipe'], r['config']): r for r in records}
+    def unreported(name, s):
+        r = recorded.get(run_id(name, s))
+        return recipe_result(name, 'ok', None, r['wall_time_s'], r, s) if r else recipe_result(name, 'running', NOT_YET, 0, None, s)
+    results = [done.get(run_id(name, s)) or unreported(name, s) for name, s in order]
     rank = {run_id(name, s): i for i, (name, s) in enumerate(order)}
     records.sort(key=lambda r: rank.get(run_id(r['recipe'], r['config']), 0))
     tmp = out/'ledger.tmp'
@@ -234,13 +251,13 @@ def run_lanes(argv, args, out, header, order):
         write_summary(out/'summary.json', header, summary['results'], summary['total_s'])
         sys.exit(128 + signum)
     signal.signal(signal.SIGTERM, stopped)
-    procs = []
+    procs, started_at = [], time.time()
     for i, lane in enumerate(lanes):
-        (out/f'lane-{i}').mkdir(parents=True, exist_ok=True)
-        print(f"lane {i}: {', '.join(name_of(n, s) for n, s in lane)}; log in {out/f'lane-{i}'/'log.txt'}", flush=True)
-        with open(out/f'lane-{i}'/'log.txt', 'w') as log:
-            procs.append(subprocess.Popen([sys.executable, '-u', __file__, *argv, '--lane', str(i), '--out', str(out/f'lane-{i}')],
-                                          stdout=log, stderr=subprocess.STDOUT))  # unbuffered: a cut log keeps its tail
+        lane_dir(out, i).mkdir(parents=True, exist_ok=True)
+        print(f"lane {i}: {', '.join(name_of(n, s) for n, s in lane)}; log in {lane_dir(out, i)/'log.txt'}", flush=True)
+        with open(lane_dir(out, i)/'log.txt', 'w') as log:  # unbuffered (-u): a cut log keeps its tail
+            procs.append(subprocess.Popen([sys.executable, '-u', __file__, *argv, '--lane', str(i), '--out', str(lane_dir(out, i)),
+                                           '--started-at', str(started_at)], stdout=log, stderr=subprocess.STDOUT))
     while any(p.poll() is None for p in procs):  # the merged summary is at most a few seconds old if this is killed
         merge_lanes(out, header, order, args.lanes, time.perf_counter() - start)
         time.sleep(5)
@@ -249,7 +266,7 @@ def run_lanes(argv, args, out, header, order):
     for r in summary['results']:
         i = lane_of[run_id(r['recipe'], r)]
         if r['status'] == 'running': r.update(status='failed', error=f"lane {i} ended (exit status {procs[i].returncode}) "
-                                                                      f"without reporting it: see lane-{i}/log.txt")
+                                                                      f"without reporting it: see lanes/lane-{i}/log.txt")
     return write_summary(out/'summary.json', header, summary['results'], summary['total_s'])
 
 
@@ -278,20 +295,25 @@ def main(argv=None):
     header = dict(smoke=args.smoke, commit=args.commit, lanes=args.lanes, mode=args.mode, overrides={k: getattr(args, k) for k in ('epochs', 'size', 'bs', 'data_path')},
                   device=device_name(), versions=library_versions(), data=data_facts(data),
                   started=datetime.now(timezone.utc).isoformat(timespec='seconds'), budget_s=60 * args.budget_min,
-                  ledger=str(ledger), book=dict(seconds_per_epoch_224=BOOK_SECONDS_PER_EPOCH_224,
+                  ledger=ledger.name, book=dict(seconds_per_epoch_224=BOOK_SECONDS_PER_EPOCH_224,
                                                 accuracy={k: v[0] for k, v in BOOK_RESULTS.items()}))
     order = run_order(selected, noise=(data/DATASETS['imagenette'].noisy_csv).is_file())
     if args.lanes > 1 and args.lane is None:
         summary = run_lanes(argv, args, out, header, order)
         return finish(summary, out)
     if args.lane is not None: order = lanes_of(order, args.lanes)[args.lane]
-    start, results = time.perf_counter(), []
+    # a lane counts the budget from the check's start, not its own (each lane first imports and starts CUDA)
+    start, results = time.perf_counter() - (time.time() - args.started_at if args.started_at else 0), []
     for name, settings in order:
-        if time.perf_counter() - start > header['budget_s']:
-            results.append(recipe_result(name, 'skipped', "the time budget was spent before it could start", 0, None, settings))
+        elapsed = time.perf_counter() - start
+        expected = expected_seconds(name, [r for r in results if r['status'] == 'ok'])
+        if elapsed + (expected or 0) > header['budget_s']:  # a run that would be cut only slows the others down
+            why = (f"expected to take {expected:.0f} s, with {max(0, header['budget_s'] - elapsed):.0f} s of the time budget left"
+                   if expected else "the time budget was spent before it could start")
+            results.append(recipe_result(name, 'skipped', why, 0, None, settings))
             continue
-        print(f"\n=== gpu check: {name_of(name, settings)}, {time.perf_counter() - start:.0f} s so far ===", flush=True)
-        with default_callbacks(remove=[ProgressCallback]):  # its loss readout would wait for the GPU after every batch
+        print(f"\n=== gpu check: {name_of(name, settings)}, {elapsed:.0f} s so far ===", flush=True)
+        with default_callbacks(remove=[ProgressCallback]):  # redraws: Python work in every batch, for a log
             status, error, seconds, added = run_one(name, cli_args(args, data, ledger, settings), ledger)
         results.append(recipe_result(name, status, error, seconds, added[-1] if added else None, settings))
         write_summary(summary_path, header, results, time.perf_counter() - start)

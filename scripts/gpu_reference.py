@@ -103,7 +103,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     old = json.loads(PACKAGED.read_text()) if PACKAGED.is_file() else {}
     ledger = [json.loads(line) for line in LEDGER.read_text().splitlines() if line.strip()] if LEDGER.is_file() else []
-    ref = distil(json.loads(SUMMARY.read_text()), args.commit or old.get('commit'), ledger)
+    summary = json.loads(SUMMARY.read_text())
+    same_run = (old.get('date'), old.get('device')) == (summary['started'][:10], summary['device'])
+    commit = summary.get('commit') or args.commit or (old.get('commit') if same_run else None)
+    if not commit: p.error("results/gpu/summary.json records no commit: pass the commit the run was made from, --commit HASH")
+    ref = distil(summary, commit, ledger)
     text = json.dumps(ref, indent=1) + '\n'
     readme = with_table(README.read_text(), markdown_table(ref))
     if args.check:

@@ -83,9 +83,10 @@ def main(argv=None):
                                 [files[i::workers] for i in range(workers)]))
         for extra in index.get('extra_files', []): shutil.copy(args.pack/extra, partial/extra)
         (partial/FACTS).write_text(json.dumps({k: v for k, v in index.items() if k != 'files'}, indent=2) + '\n')
-    except PackError as e:
-        shutil.rmtree(partial)
-        sys.exit(f"error: an image of the pack doesn't decode: {e}. Fix: make the pack again.")
+    except BaseException as e:  # any error, Ctrl-C included: no half-made copy is left behind
+        shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(e, PackError): sys.exit(f"error: an image of the pack doesn't decode: {e}. Fix: make the pack again.")
+        raise
     if args.dest.exists(): args.dest.rmdir()  # empty, checked above
     partial.rename(args.dest)
     print(f"{args.dest}: {done} images at {index['size']} px, JPEG quality {JPEG_QUALITY}, from AVIF quality "

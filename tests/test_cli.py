@@ -6,7 +6,7 @@ import pytest
 import imagenette_course.recipes as recipes
 from imagenette_course.cli import main, make_parser
 from imagenette_course.data import MODES
-from imagenette_course.ledger import read_ledger
+from imagenette_course.ledger import append_record, read_ledger
 from imagenette_course.recipes import Recipe
 from test_data import write_noisy_csv
 
@@ -22,6 +22,8 @@ QUICK = MODES['quick']
     (['run', 'baseline', '--split', 'valid'], "invalid choice: 'valid'"),
     (['run', 'baseline', '--presize', '0'], 'at least 1'),
     (['run', 'baseline', '--noise', '25', '--split', 'random'], "leave out --split random"),
+    (['report', '--plot', 'results.xyz'], "its extension .xyz is not a format matplotlib writes (.eps, "),
+    (['report', '--plot', 'results'], "it has no extension to name a format"),
     ([], 'the following arguments are required'),
 ])
 def test_bad_arguments_exit_2_with_argparse_message(args, message, capsys):
@@ -29,6 +31,15 @@ def test_bad_arguments_exit_2_with_argparse_message(args, message, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert message in err and 'usage: imagenette-course' in err
+
+
+def test_a_mode_from_the_environment_that_is_not_one_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv('IMAGENETTE_MODE', 'bogus')
+    with pytest.raises(SystemExit) as e: main(['run', 'baseline'])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "IMAGENETTE_MODE is 'bogus'" in err and 'set it to quick or full' in err
+    with pytest.raises(SystemExit) as e: main(['run', 'baseline', '--mode', 'quick', '--data', str(tmp_path/'nope')])
+    assert 'IMAGENETTE_MODE' not in capsys.readouterr().err  # --mode overrides it: the run goes on, to the data
 
 
 def test_bad_data_path_is_named(tmp_path, capsys):
@@ -51,6 +62,19 @@ def test_interrupted_run_writes_nothing(fake_imagenette, monkeypatch, capsys, is
     with pytest.raises(SystemExit) as e: main(['run', 'baseline', '--data', str(fake_imagenette)])
     assert e.value.code == 130 and 'interrupted' in capsys.readouterr().err
     assert not isolated_ledger.exists()
+
+
+def test_interrupted_run_all_names_the_recipes_it_recorded(fake_imagenette, monkeypatch, capsys, isolated_ledger):
+    def record(name): return dict(recipe=name, mode='quick', device='cpu', sizes=[64], epochs=1, accuracy=0.5, wall_time_s=1.0)
+    append_record(record('sota'))  # an earlier run's
+    def two_then_interrupted(*args, **kwargs):
+        for name in ('baseline', 'normalized'): append_record(record(name))
+        raise KeyboardInterrupt  # during the third recipe
+    monkeypatch.setattr(recipes, 'run_all', two_then_interrupted)
+    with pytest.raises(SystemExit) as e: main(['run', 'all', '--data', str(fake_imagenette)])
+    err = capsys.readouterr().err
+    assert e.value.code == 130 and f'baseline, normalized finished and were recorded in {isolated_ledger}' in err
+    assert 'sota' not in err and 'resumes the interrupted training from its checkpoint' in err
 
 
 class Configured(Exception): "Carries the config a stand-in recipe was called with"
@@ -76,8 +100,10 @@ def test_unset_options_keep_the_recipes_own_settings(fake_imagenette, monkeypatc
 
 
 def test_report(capsys, isolated_ledger, tmp_path):
-    main(['report'])
-    assert 'No runs recorded yet' in capsys.readouterr().out
+    main(['report', '--plot', str(tmp_path/'results.png')])
+    out = capsys.readouterr().out
+    assert 'No runs recorded yet' in out and f"{tmp_path/'results.png'} was not written" in out
+    assert not (tmp_path/'results.png').exists()
     rec = dict(recipe='tta', mode='full', device='cuda (H100)', n_train=9469, n_valid=3925, sizes=[128, 224], epochs=10,
                accuracy=0.8596, wall_time_s=600.4, extra=dict(accuracy_tta=0.8637), finished='2026-01-01T10:00')
     isolated_ledger.write_text(json.dumps({**rec, 'accuracy': 0.5}) + '\n' + json.dumps(rec) + '\n')
@@ -145,7 +171,8 @@ def test_the_wrong_dataset_for_a_folder_says_what_it_looks_like(fake_imagewoof, 
 def test_help_and_bad_arguments_answer_before_torch_loads():
     code = ("import sys\nfrom imagenette_course.cli import main\ntry: main(sys.argv[1:])\nexcept SystemExit: pass\n"
             "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded')")
-    for args in (['--help'], ['run', 'nonsense'], ['run', 'baseline', '--bs', '0'], ['run', 'baseline', '--data-path', 'gpu']):
+    for args in (['--help'], ['run', 'nonsense'], ['run', 'baseline', '--bs', '0'], ['run', 'baseline', '--data-path', 'gpu'],
+                 ['report', '--plot', 'results.xyz']):
         out = subprocess.run([sys.executable, '-c', code, *args], capture_output=True, text=True, timeout=60)
         assert out.stdout.strip().endswith('torch not loaded'), (args, out.stdout, out.stderr)
 
@@ -165,6 +192,18 @@ def test_a_notebook_copied_out_of_the_repository_runs_its_last_cell(tmp_path):
     out = subprocess.run([sys.executable, '-c', last], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                          env={k: v for k, v in os.environ.items() if k != 'IN_TEST'})
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_a_failed_unpack_leaves_no_temporary_folder(tmp_path):
+    "Any error in a worker, not only a broken image: the half-made copy is removed and the error shown"
+    pack = tmp_path/'pack'
+    pack.mkdir()
+    (pack/'images.bin').write_bytes(b'x' * 10)
+    (pack/'index.json').write_text(json.dumps(dict(files=[[5, 0, 10]])))  # a path that isn't one: TypeError in the worker
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1]/'scripts'/'unpack_gpu_data.py'),
+                          str(pack), str(tmp_path/'out'), '--workers', '1'], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and 'TypeError' in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['pack']
 
 
 def long_options(parser):

@@ -151,6 +151,7 @@ def test_run_config_overrides_only_what_is_given():
     full = run_config('full')
     assert (full.n_train, full.size, full.bs, full.epochs) == (None, 224, 64, 5)
     assert 'quick mode' in str(cfg) and '64 px' in str(cfg) and '7 epochs' in str(cfg)
+    assert ', 1 epoch,' in str(run_config('quick', epochs=1))  # not "1 epochs"
 
 
 # --- problems found before the first batch ---

@@ -141,7 +141,7 @@ def test_store_dl_alone_uses_the_cache_too(fake_imagenette):
     assert one.images is other.images and len(DECODED) == 1
 
 
-# --- batches made ahead, in a background thread (the default on a GPU) ---
+# --- batches made ahead, in a background thread (`prefetch=True`; off by default until a GPU run measures it) ---
 
 
 class StopAfterBatches(Callback):

@@ -105,3 +105,34 @@ def test_a_summary_without_a_pack_still_distils(gpu_reference):
     s['data']['pack'] = None  # data that scripts/make_gpu_data.py didn't make
     ref = gpu_reference.distil(s)
     assert ref['data'].startswith('imagenette, ') and not any(r['noise'] for r in ref['runs'])
+
+
+def test_a_run_expected_to_overrun_the_budget_is_foreseen_from_the_runs_before_it(gpu_reference):
+    check = gpu_reference.gpu_check_module()
+    assert check.expected_seconds('baseline', []) is None  # nothing to go by: the first run always starts
+    finished = [dict(recipe='baseline', seconds=50.), dict(recipe='tta', seconds=30.), dict(recipe='progressive', seconds=110.)]
+    # 160 s for 3 units of training (TTA trains nothing): 53.3 s a unit, and sota costs 2
+    assert check.expected_seconds('sota', finished) == pytest.approx(2 * 160 / 3)
+    assert check.expected_seconds('normalized', finished) == pytest.approx(160 / 3)
+
+
+def test_a_run_whose_lane_was_stopped_after_recording_it_counts_as_finished(gpu_reference, tmp_path):
+    check = gpu_reference.gpu_check_module()
+    lane = check.lane_dir(tmp_path, 0)
+    lane.mkdir(parents=True)
+    record = dict(recipe='baseline', mode='full', config=dict(noise=0, split='official', presize=None), accuracy=0.8, sizes=[224],
+                  epochs=5, n_train=9469, n_valid=3925, wall_time_s=60., device='gpu', extra={})
+    (lane/'ledger.jsonl').write_text(json.dumps(record) + '\n')  # its summary.json never written
+    header = dict(budget_s=100, device='gpu')
+    merged = check.merge_lanes(tmp_path, header, [('baseline', {}), ('normalized', {})], 1, 70.)
+    assert [(r['recipe'], r['status']) for r in merged['results']] == [('baseline', 'ok'), ('normalized', 'running')]
+    assert merged['results'][0]['accuracy'] == 0.8 and (tmp_path/'summary.json').is_file()
+
+
+def test_a_new_run_is_never_labelled_with_the_packaged_runs_commit(gpu_reference, monkeypatch, tmp_path):
+    s = summary([result('baseline', 0.8)])
+    s['started'] = '2099-01-01T00:00:00+00:00'  # another run than the packaged one, without a commit
+    del s['commit']
+    monkeypatch.setattr(gpu_reference, 'SUMMARY', tmp_path/'summary.json')
+    gpu_reference.SUMMARY.write_text(json.dumps(s))
+    with pytest.raises(SystemExit): gpu_reference.main([])

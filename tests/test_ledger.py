@@ -1,4 +1,4 @@
-import json, os, threading
+import json, os, subprocess, sys, threading
 from dataclasses import asdict
 
 import pytest
@@ -67,6 +67,28 @@ def test_concurrent_appends_keep_every_record(tmp_path):
     for t in threads: t.start()
     for t in threads: t.join()
     assert sorted(r['recipe'] for r in read_ledger(path)) == sorted(f'r{i}' for i in range(20))
+
+
+def test_the_lock_is_msvcrts_where_there_is_no_fcntl(tmp_path):
+    "On Windows `import fcntl` fails: the ledger still imports, and locks with msvcrt, waiting however long it takes"
+    code = """if True:
+        import errno, sys, types
+        import imagenette_course.baseline  # everything the ledger imports but itself, before fcntl goes away
+        calls = []
+        def locking(fd, mode, nbytes):
+            calls.append((mode, nbytes))
+            if calls.count(('lock', 1)) < 3: raise OSError(errno.EDEADLOCK, 'held by another run for 10 s')
+        sys.modules['fcntl'] = None  # `import fcntl` raises ImportError, as on Windows
+        sys.modules['msvcrt'] = types.SimpleNamespace(locking=locking, LK_LOCK='lock', LK_UNLCK='unlock')
+        from imagenette_course.ledger import append_record, read_ledger
+        append_record(dict(recipe='a', mode='quick', device='cpu', sizes=[64], epochs=1, accuracy=0.5, wall_time_s=1.0),
+                      sys.argv[1])
+        print(calls, [r['recipe'] for r in read_ledger(sys.argv[1])])
+    """
+    out = subprocess.run([sys.executable, '-c', code, str(tmp_path/'ledger.jsonl')], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[('lock', 1), ('lock', 1), ('lock', 1), ('unlock', 1)] ['a']"
 
 
 def test_printed_record_states_mode_and_setting():

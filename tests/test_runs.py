@@ -73,7 +73,7 @@ def test_interrupted_run_keeps_its_checkpoint_and_says_so(fake_imagenette, check
     monkeypatch.setattr(Checkpoint, 'save', save_then_interrupt)
     with pytest.raises(SystemExit) as e:
         imagenette_course.cli.main(['run', 'baseline', '--data', str(fake_imagenette), *ARGS, '--epochs', '3'])
-    assert e.value.code == 130 and 'run the same command again to resume' in capsys.readouterr().err
+    assert e.value.code == 130 and 'the same command resumes the interrupted training' in capsys.readouterr().err
     assert not isolated_ledger.exists() and len(list(checkpoints.glob('*.pt'))) == 1
 
 

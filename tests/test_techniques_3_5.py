@@ -14,7 +14,7 @@ from fastai.vision.models.xresnet import xresnet18
 from imagenette_course.data import get_dls, run_config
 from imagenette_course.normalization import channel_stats
 from imagenette_course.progressive import EpochTimer, ProgressiveResize, SMALL_STAGE, progressive, size_schedule
-from imagenette_course.tta import blend_tta, fastai_tta, flip_tta, predictions, tta
+from imagenette_course.tta import blend_tta, fastai_tta, flip_tta, learner_precision, predictions, tta
 
 
 @pytest.fixture
@@ -80,6 +80,18 @@ def test_fastai_tta_draws_no_progress_bar_and_keeps_the_callback(dls, monkeypatc
     preds, targs = fastai_tta(learn, n=1)
     assert len(bars) == 1 and preds.shape == (len(dls.valid_ds), dls.c) and len(targs) == len(dls.valid_ds)
     assert hasattr(learn, 'progress')
+
+
+def test_our_passes_predict_under_the_learners_own_mixed_precision():
+    from types import SimpleNamespace
+    from fastai.callback.fp16 import MixedPrecision
+    def learner(cbs, device): return SimpleNamespace(cbs=cbs, dls=SimpleNamespace(device=torch.device(device)))
+    for amp, dtype in (('bf16', torch.bfloat16), ('fp16', torch.float16)):
+        with pytest.warns(UserWarning):  # this CPU has no CUDA: the autocast made for one is disabled here
+            ctx = learner_precision(learner([MixedPrecision(amp_mode=amp)], 'cuda'))
+        assert (ctx.device, ctx.fast_dtype) == ('cuda', dtype)
+    plain = [learner([], 'cuda'), learner([MixedPrecision(amp_mode='bf16')], 'cpu')]  # float32, or a CPU's
+    assert all(not isinstance(learner_precision(l), torch.autocast) for l in plain)
 
 
 def test_blend_tta_extremes():

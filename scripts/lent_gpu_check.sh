@@ -10,7 +10,7 @@ out=${1:?pass the results folder, e.g. \$OUT/gpu}
 commit=${2:?pass the commit being run, e.g. \$(git rev-parse --short HEAD)}
 mkdir -p "$out"
 # Whatever ends the script: the lanes' folders as one archive, nothing else beside the results
-trap 'tar czf "$out/lanes.tgz" -C "$out" lanes 2>/dev/null; rm -rf "$out/lanes" "$out"/*.lock "$out"/*.tmp; ls -l "$out"' EXIT
+trap '{ tar czf "$out/lanes.tgz" -C "$out" lanes 2>/dev/null || true; rm -rf "$out/lanes" "$out"/*.lock "$out"/*.tmp; ls -l "$out"; }' EXIT
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 # A rerun on a machine still warm from the last one starts afresh: no resuming the cut runs of the last one

@@ -73,11 +73,9 @@ def book_accuracy(recipe):
 
 # %% ../nbs/02_baseline.ipynb #daa68d40
 def epoch_seconds(seconds_per_epoch):
-    "Seconds per training epoch by image size, in words: '4.8 s at 128 px, 8.6 s at 224 px', or a range for a ramp"
-    spe = [(int(px), s) for px, s in (seconds_per_epoch or {}).items()]
-    if len(spe) <= 2: return ', '.join(f"{s:.1f} s at {px} px" for px, s in spe)
-    secs = [s for _, s in spe]
-    return f"{min(secs):.1f}-{max(secs):.1f} s at {spe[0][0]}-{spe[-1][0]} px"
+    "Seconds per training epoch by image size, in words: '4.8 s at 128 px, 8.6 s at 224 px'; a ramp's first 'to' last"
+    spe = [f"{s:.1f} s at {px} px" for px, s in (seconds_per_epoch or {}).items()]
+    return ', '.join(spe) if len(spe) <= 2 else f"{spe[0]} to {spe[-1]}"
 
 def _result_words(r):
     "One result of the GPU run in words: what was trained and how fast, or why it has no accuracy"
@@ -117,7 +115,7 @@ def full_mode_lines(*recipes:str,       # recipes to show (default: every one th
     return lines
 
 # %% ../nbs/02_baseline.ipynb #f17691cf
-def baseline(cfg):
+def baseline(cfg): # a `RunConfig` (`run_config`): data, sizes, epochs, learning rate
     "The book's baseline on `cfg`'s data and sizes: xresnet50 from scratch, unnormalized images, `fit_one_cycle`"
     dls = get_dls(cfg.bs, cfg.size, normalize=False, **cfg.subset)
     learn = Learner(dls, xresnet50(n_out=dls.c), loss_func=CrossEntropyLossFlat(), metrics=accuracy)

@@ -61,7 +61,8 @@ def dataset_info(name='imagenette'):
 class DataError(Exception):
     "The dataset's folder is missing or broken; the message says where and what to do about it."
 
-def resolve_data_path(path=None, dataset='imagenette'):
+def resolve_data_path(path=None,            # a folder holding train/ and val/; default: the environment variable, then a download
+                      dataset='imagenette'): # a name of `DATASETS`
     "The folder of `dataset`: `path` if given, else its environment variable (`$IMAGENETTE_PATH`), else `untar_data`"
     ds = dataset_info(dataset)
     if path is None and not os.environ.get(ds.env):
@@ -133,14 +134,18 @@ def get_mode(mode=None):
     if mode not in MODES: raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)} (IMAGENETTE_MODE or --mode)")
     return mode
 
-def run_config(mode=None, per_mode=None, **overrides):
+def run_config(mode=None,     # 'quick' or 'full'; default: `get_mode()`
+               per_mode=None, # {mode: {setting: value}}: a chapter's own changes to a mode's settings
+               **overrides):  # settings that win over both (`None` ones are ignored, as the CLI passes them)
     "The `RunConfig` of `mode` (see `get_mode`), changed by `per_mode[mode]`, then by the `overrides` that aren't `None`"
     mode = get_mode(mode)
     changes = {**(per_mode or {}).get(mode, {}), **{k: v for k, v in overrides.items() if v is not None}}
     return replace(MODES[mode], **changes)
 
 # %% ../nbs/01_data.ipynb #9ea9655d
-def balanced_subset(files, n_per_class, seed=42):
+def balanced_subset(files,       # image files, in class folders
+                    n_per_class, # files to take from each class folder
+                    seed=42):    # the generator's seed: the same subset every run
     "`n_per_class` files from each class folder (all of a smaller class), chosen by a seeded generator"
     by_class = {}
     for f in sorted(files): by_class.setdefault(Path(f).parent.name, []).append(f)

@@ -39,7 +39,9 @@ def channel_stats(files,       # image files to measure
     return mean, np.sqrt(s2 / n - mean**2)
 
 # %% ../nbs/03_normalization.ipynb #33d37b8c
-def normalized(cfg, loss_func=None, **learner_kwargs):
+def normalized(cfg,              # a `RunConfig` (`run_config`)
+               loss_func=None,   # default: `CrossEntropyLossFlat()`
+               **learner_kwargs): # to `Learner`, e.g. `cbs`
     "The book's baseline with `Normalize.from_stats(*imagenet_stats)` as the last batch transform, trained"
     dls = get_dls(cfg.bs, cfg.size, **cfg.subset)
     learn = Learner(dls, xresnet50(n_out=dls.c), loss_func=loss_func or CrossEntropyLossFlat(), metrics=accuracy,

@@ -18,28 +18,34 @@ from fastai.metrics import accuracy
 from fastai.vision.augment import RandomResizedCropGPU
 
 # %% ../nbs/05_tta.ipynb #5f472e4f
-def fastai_tta(learn, **kwargs):
+def fastai_tta(learn,     # a trained `Learner`
+               **kwargs): # to `learn.tta`: `dl`, `n`, `beta`, ...
     "`learn.tta(**kwargs)` without its progress bar: (predictions, targets)"
     with learn.no_bar(): return learn.tta(**kwargs)
 
 # %% ../nbs/05_tta.ipynb #e0fa53ea
-def predict_batches(model, batches):
+def predict_batches(model,    # a classifier
+                    batches): # input batches, on the model's device
     "Softmax predictions of `model` on every input batch in `batches`, concatenated, on the CPU"
     model.eval()
     with torch.no_grad(): return torch.cat([F.softmax(model(xb), dim=-1).float().cpu() for xb in batches])
 
-def learner_precision(learn):
+def learner_precision(learn): # a `Learner`, with or without fastai's `MixedPrecision`
     "The autocast `learn` validates under (its `MixedPrecision` callback's, on a GPU), else a context that changes nothing"
     mp = next((cb for cb in learn.cbs if isinstance(cb, MixedPrecision)), None)
     if mp is None or learn.dls.device.type != 'cuda': return contextlib.nullcontext()
     return torch.autocast('cuda', dtype=torch.bfloat16 if mp.amp_mode == AMPMode.BF16 else torch.float16)
 
-def blend_tta(aug_preds, plain_preds, beta=0.25):
+def blend_tta(aug_preds,   # predictions of each augmented pass
+              plain_preds, # predictions of the plain pass
+              beta=0.25):  # weight of the plain pass
     "Average the augmented passes `aug_preds`, then give the plain pass weight `beta` and that average `1 - beta`"
     return beta * plain_preds + (1 - beta) * torch.stack(aug_preds).mean(0)
 
 # %% ../nbs/05_tta.ipynb #10f25bcf
-def predictions(model, dl, augment=False):
+def predictions(model,         # a classifier
+                dl,            # a fastai `DataLoader`
+                augment=False): # with the training augmentations (its split index set to 0)
     "(softmax predictions, targets) of `model` over `dl`, with the training augmentations applied if `augment`"
     targs = []
     def inputs():
@@ -63,7 +69,8 @@ def tta(learn,        # a trained `Learner`
     return blend_tta(aug, plain, beta), targs
 
 # %% ../nbs/05_tta.ipynb #892aeec4
-def flip_tta(learn, dl=None):
+def flip_tta(learn,    # a trained `Learner`
+             dl=None): # the data to predict on (default: the validation set, in order)
     "Average the predictions on each image of `dl` (default: validation) and on its mirror image; (predictions, targets)"
     if dl is None: dl = learn.dls.valid.new(shuffled=False, drop_last=False)
     preds, targs = [], []
@@ -89,7 +96,9 @@ def at_training_scale(dl):
     return dl.new(after_batch=[scaled(t) if isinstance(t, RandomResizedCropGPU) else t for t in dl.after_batch.fs])
 
 # %% ../nbs/05_tta.ipynb #758b0ffe
-def compare_tta(learn, n=4, beta=0.25):
+def compare_tta(learn,     # a trained `Learner`
+                n=4,       # augmented passes of the two TTAs
+                beta=0.25): # weight of their plain pass
     "Accuracy, seconds and cost (× the centre crop's seconds) of each way of predicting on `learn`'s validation set"
     dl = learn.dls.valid.new(shuffled=False, drop_last=False)
     ways = {'centre crop': lambda: predictions(learn.model, dl),

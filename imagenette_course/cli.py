@@ -121,7 +121,7 @@ def interrupted_message(args, before):
     from imagenette_course.ledger import ledger_path
     from imagenette_course.resume import checkpoint_dir
     ledger = ledger_path(args.ledger)
-    new = [] if before is None else recorded_recipes(args.ledger)[len(before):]  # None: stopped before reading it
+    new = [] if before is None else (recorded_recipes(args.ledger) or [])[len(before):]  # None: unread, or unreadable
     done = (f"{', '.join(new)} finished and {'was' if len(new) == 1 else 'were'} recorded in {ledger}" if new
             else f"nothing was written to {ledger}")
     again = (" (after training the recorded recipes again: to skip them, run each recipe left by name, with the same "

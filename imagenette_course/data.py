@@ -200,11 +200,11 @@ def drop_unreadable(files, n_workers=None):
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         warnings.warn("PIL's LOAD_TRUNCATED_IMAGES is on, so truncated JPEGs will not be detected")
     keys = [_file_key(f) for f in files]
-    new = [(f, k) for f, k in zip(files, keys) if k is None or k not in _CHECKED]
-    found = parallel(image_problem, [f for f, _ in new], n_workers=defaults.cpus if n_workers is None else n_workers,
-                     threadpool=True)
-    _CHECKED.update((k, p) for (_, k), p in zip(new, found) if k is not None)
-    problems = [_CHECKED[k] if k in _CHECKED else image_problem(f) for f, k in zip(files, keys)]
+    todo = [i for i, k in enumerate(keys) if k is None or k not in _CHECKED]
+    found = dict(zip(todo, parallel(image_problem, [files[i] for i in todo], threadpool=True,
+                                    n_workers=defaults.cpus if n_workers is None else n_workers)))
+    _CHECKED.update((keys[i], p) for i, p in found.items() if keys[i] is not None)
+    problems = [found[i] if i in found else _CHECKED[k] for i, k in enumerate(keys)]
     bad = [(f, p) for f, p in zip(files, problems) if p]
     if bad:
         warnings.warn(f"Skipping {len(bad)} unreadable image file(s); delete or replace them to silence this:\n  " +

@@ -8,7 +8,7 @@ Docs: https://imagenette-course.github.io/imagenette_course/data.html.md"""
 __all__ = ['DATASETS', 'CLASS_NAMES', 'SPLITS', 'MODES', 'BOOK_PRESIZE', 'BOOK_SIZE', 'NOISE_LEVELS', 'Dataset', 'dataset_info',
            'DataError', 'resolve_data_path', 'class_name', 'RunConfig', 'device_name', 'get_mode', 'run_config',
            'balanced_subset', 'looks_like', 'check_imagenette', 'image_problem', 'drop_unreadable', 'imagenette_items',
-           'check_every_class_left', 'shorter_side', 'default_presize', 'NoisyLabel', 'get_dls']
+           'check_every_class_left', 'shorter_side', 'default_presize', 'read_noisy_csv', 'NoisyLabel', 'get_dls']
 
 # %% ../nbs/01_data.ipynb #92fc4ba8
 import os, random, warnings
@@ -78,7 +78,7 @@ def resolve_data_path(path=None,            # a folder holding train/ and val/; 
     if not path.is_dir():
         raise DataError(f"{source} is {path}, which is not a folder. Fix: give the folder that holds {ds.name}'s "
                         f"train/ and val/ folders.")
-    return path
+    return path.resolve()  # one name for one folder, whatever the working folder
 
 # %% ../nbs/01_data.ipynb #c14d9e3e
 _ALL_CLASSES = {wnid: name for ds in DATASETS.values() for wnid, name in ds.classes.items()}
@@ -158,7 +158,8 @@ def looks_like(path):
     found = {d.name for d in (Path(path)/'train').glob('n*') if d.is_dir()}
     return next((ds.name for ds in DATASETS.values() if found and found <= set(ds.classes)), None)
 
-def check_imagenette(path, dataset='imagenette'):
+def check_imagenette(path,                 # the folder that should hold train/ and val/
+                     dataset='imagenette'): # a name of `DATASETS`: which class folders to expect
     "Raise `DataError` naming every missing split, missing or empty class folder, and unexpected folder under `path`"
     path, ds, problems = Path(path), dataset_info(dataset), []
     for split in SPLITS:
@@ -195,7 +196,8 @@ def _file_key(fn):
 
 _CHECKED = {}  # `_file_key` -> `image_problem`: the files this process has decoded, and what it found
 
-def drop_unreadable(files, n_workers=None):
+def drop_unreadable(files,          # image files
+                    n_workers=None): # processes that decode them (default: fastcore's `parallel` default)
     "`files` without the ones that don't decode (each decoded once while unchanged); warns with each bad path and why"
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         warnings.warn("PIL's LOAD_TRUNCATED_IMAGES is on, so truncated JPEGs will not be detected")
@@ -212,7 +214,12 @@ def drop_unreadable(files, n_workers=None):
     return [f for f, p in zip(files, problems) if not p]
 
 # %% ../nbs/01_data.ipynb #054e46e8
-def imagenette_items(path, split='official', n_train=None, n_valid=None, seed=42, dataset='imagenette'):
+def imagenette_items(path,                 # the dataset's folder (train/ and val/)
+                     split='official',     # 'official' or 'random' (the book's 80/20 split of all images)
+                     n_train=None,         # training images per class (`None`: all); for 'random', with `n_valid`, per class in all
+                     n_valid=None,         # validation images per class (`None`: all)
+                     seed=42,              # seed of the balanced subset
+                     dataset='imagenette'): # a name of `DATASETS`
     "The image files to use: all, or a balanced subset per split ('official') or over both folders ('random')"
     path = check_imagenette(path, dataset)
     if split == 'official':
@@ -224,7 +231,10 @@ def imagenette_items(path, split='official', n_train=None, n_valid=None, seed=42
     items = drop_unreadable([f for files, n in groups for f in (files if n is None else balanced_subset(files, n, seed))])
     return check_every_class_left(items, path, split, dataset)
 
-def check_every_class_left(items, path, split='official', dataset='imagenette'):
+def check_every_class_left(items,                 # the image files left after dropping unreadable ones
+                           path,                  # the dataset's folder, to name the empty class folders
+                           split='official',      # 'official' (each split folder checked) or 'random'
+                           dataset='imagenette'): # a name of `DATASETS`
     "`items`, or `DataError` naming each class (in each split folder, for the official split) left without an image"
     folder = (lambda f: Path(f).parent.parent.name) if split == 'official' else (lambda f: '')
     have = {(folder(f), Path(f).parent.name) for f in items}
@@ -237,19 +247,29 @@ def check_every_class_left(items, path, split='official', dataset='imagenette'):
 # %% ../nbs/01_data.ipynb #4c6d3149
 BOOK_PRESIZE, BOOK_SIZE = 460, 224  # the book's item resize, for its 224-px training
 
-def shorter_side(files, n=32, seed=42):
+def shorter_side(files,   # image files
+                 n=32,    # how many of them to read the header of
+                 seed=42): # seed of the sample
     "The typical shorter side of the images `files`, in px: the median over a seeded sample of `n` (headers only)"
     sides = []
     for f in random.Random(seed).sample(list(files), min(n, len(files))):
         with Image.open(f) as im: sides.append(min(im.size))
     return sorted(sides)[len(sides) // 2]
 
-def default_presize(size, source_size):
+def default_presize(size,        # the training size, in px
+                    source_size): # the images' typical shorter side on disk, in px
     "The book's presize for `size` px (460 at 224), but no larger than `source_size`, the images' shorter side"
     return max(size, min(round(size * BOOK_PRESIZE / BOOK_SIZE), source_size))
 
 # %% ../nbs/01_data.ipynb #73e76048
 NOISE_LEVELS = (0, 1, 5, 25, 50)
+
+def read_noisy_csv(csv): # the noisy-label file
+    "The noisy-label CSV as a `DataFrame`; `DataError` if it isn't one"
+    try: return pd.read_csv(csv)
+    except (ValueError, UnicodeDecodeError) as e:  # pandas' parse errors, an empty file, binary bytes
+        raise DataError(f"{csv} can't be read as a CSV ({type(e).__name__}): it is damaged or not the noisy-label file. "
+                        f"Fix: restore it from the dataset's archive (untar_data), or run without --noise.") from None
 
 class NoisyLabel:
     "`get_y` for a `DataBlock`: a training image's label from the noisy-label CSV, the folder's for the rest"
@@ -260,8 +280,13 @@ class NoisyLabel:
         if not csv.is_file():
             raise DataError(f"{csv} is missing: the noisy labels come with {ds.name} from untar_data. Fix: copy "
                             f"{ds.noisy_csv} beside train/ and val/, or run without --noise.")
-        df = pd.read_csv(csv)
-        self.labels = {p: ds.classes[w] for p, w in zip(df['path'], df[f'noisy_labels_{noise}']) if p.startswith('train/')}
+        df, column = read_noisy_csv(csv), f'noisy_labels_{noise}'
+        fix = f"Fix: restore {ds.noisy_csv} from {ds.name}'s archive (untar_data), or run without --noise."
+        if missing := {'path', column} - set(df.columns):
+            raise DataError(f"{csv} has no column {', '.join(sorted(missing))}: it is not {ds.name}'s noisy-label file. {fix}")
+        if unknown := set(df[column]) - set(ds.classes):
+            raise DataError(f"{csv} labels images with {', '.join(sorted(map(str, unknown))[:3])}, not {ds.name}'s classes. {fix}")
+        self.labels = {p: ds.classes[w] for p, w in zip(df['path'], df[column]) if p.startswith('train/')}
 
     def __call__(self, fn):
         fn = Path(fn)

@@ -20,7 +20,9 @@ from torch import nn
 from .data import get_dls
 
 # %% ../nbs/07_label_smoothing.ipynb #3e5a1371
-def smooth_targets(y, n_classes, eps=0.1):
+def smooth_targets(y,         # class indices
+                   n_classes, # number of classes
+                   eps=0.1):  # share of the target spread evenly over all classes
     "Targets for class indices `y`: `1 - eps + eps/n_classes` on the labelled class, `eps/n_classes` on every other"
     return F.one_hot(y, n_classes).float() * (1 - eps) + eps / n_classes
 
@@ -44,7 +46,7 @@ class LabelSmoothingCE(nn.Module):
     def decodes(self, x): return x.argmax(dim=-1)
 
 # %% ../nbs/07_label_smoothing.ipynb #71921986
-def label_smoothing(cfg,
+def label_smoothing(cfg,           # a `RunConfig` (`run_config`)
                     eps:float=0.1): # the weight of the uniform part of the target (fastai's default)
     "The book's label smoothing on `cfg`'s data and sizes: normalized images, xresnet50, `LabelSmoothingCrossEntropy`"
     dls = get_dls(cfg.bs, cfg.size, **cfg.subset)

@@ -23,13 +23,18 @@ from torch.distributions.beta import Beta
 from .data import get_dls
 
 # %% ../nbs/06_mixup.ipynb #6b636ca1
-def mix_targets(y, lam, partner_y, n_classes):
+def mix_targets(y,         # class indices of the batch
+                lam,       # weight of each item's own target (a number, or one per item)
+                partner_y, # class indices of each item's partner
+                n_classes): # number of classes
     "One-hot targets of `y` blended with those of `partner_y`: weight `lam` on the first, `1 - lam` on the second"
     lam = torch.as_tensor(lam, dtype=torch.float).view(-1, 1)
     return lam * F.one_hot(y, n_classes).float() + (1 - lam) * F.one_hot(partner_y, n_classes).float()
 
 # %% ../nbs/06_mixup.ipynb #d608ab86
-def mix_inputs(x, lam, perm):
+def mix_inputs(x,    # a batch of inputs
+               lam,  # weight of each item itself, one per item
+               perm): # index of each item's partner in the batch
     "Blend each item of batch `x` with item `perm[i]` of the same batch: weight `lam[i]` on the item itself"
     lam = lam.view(-1, *[1] * (x.dim() - 1))
     return lam * x + (1 - lam) * x[perm]
@@ -72,7 +77,7 @@ class MixUpFromScratch(Callback):
 MIXUP_LONG_RUN = dict(epochs=80, size=128)
 
 # %% ../nbs/06_mixup.ipynb #d9b19f10
-def mixup(cfg,
+def mixup(cfg,           # a `RunConfig` (`run_config`)
           loss_func=None): # default `CrossEntropyLossFlat()`; any loss with `y_int = True` works under mixup
     "The book's mixup run on `cfg`'s data and sizes: normalized images, xresnet50 from scratch, `cbs=MixUp()`"
     dls = get_dls(cfg.bs, cfg.size, **cfg.subset)

@@ -6,7 +6,7 @@ Docs: https://imagenette-course.github.io/imagenette_course/progressive_resizing
 
 # %% auto #0
 __all__ = ['SMALL_STAGE', 'PROGRESSIVE_SETTINGS', 'EpochTimer', 'seconds_per_epoch', 'small_stage', 'size_schedule',
-           'ProgressiveResize', 'progressive_schedule', 'progressive']
+           'ProgressiveResize', 'progressive_epochs', 'progressive_schedule', 'progressive']
 
 # %% ../nbs/04_progressive_resizing.ipynb #b57ae80f
 import time
@@ -72,12 +72,16 @@ class ProgressiveResize(Callback):
     def after_fit(self): self.crop.size = self.full_size
 
 # %% ../nbs/04_progressive_resizing.ipynb #dfeced98
+def progressive_epochs(cfg): # a `RunConfig` (`run_config`)
+    "Epochs of the book's two stages on `cfg`: the small stage's, `fine_tune`'s frozen one, then `cfg.epochs`"
+    return small_stage(cfg)[1] + 1 + cfg.epochs
+
 def progressive_schedule(cfg,              # a `RunConfig` (`run_config`)
                          loss_func=None,   # default: `CrossEntropyLossFlat()`
                          **learner_kwargs): # to `Learner`, e.g. `cbs`
     "Progressive resizing inside one `fit_one_cycle`: the image size ramps up to `cfg.size` (see `size_schedule`)"
-    small_size, small_epochs = small_stage(cfg)
-    epochs = small_epochs + 1 + cfg.epochs  # the two-stage recipe's budget
+    epochs = progressive_epochs(cfg)  # the two-stage recipe's budget
+    small_size, _ = small_stage(cfg)
     dls = get_dls(cfg.bs, cfg.size, **cfg.subset)
     learn = Learner(dls, xresnet50(n_out=dls.c), loss_func=loss_func or CrossEntropyLossFlat(), metrics=accuracy,
                     **learner_kwargs)

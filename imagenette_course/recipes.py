@@ -12,7 +12,7 @@ __all__ = ['RECIPES', 'DATA_PATHS', 'Recipe', 'tta_comparison', 'with_tta', 'rec
 # %% ../nbs/93_recipes.ipynb #ba19310d
 import json, os, tempfile, time
 from collections import OrderedDict
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
 import torch
@@ -20,7 +20,7 @@ from fastai.metrics import accuracy
 from fastai.torch_core import rank_distrib, set_seed
 from fastai.vision.augment import Resize
 
-from .data import device_name, run_config
+from .data import device_name, resolve_data_path, run_config
 from .baseline import baseline
 from .normalization import normalized
 from .progressive import PROGRESSIVE_SETTINGS, progressive, progressive_schedule, seconds_per_epoch
@@ -30,7 +30,7 @@ from .label_smoothing import label_smoothing
 from .sota import SOTA_SETTINGS, sota
 from .ledger import RunRecord, append_record, comparison_table, ledger_path, read_ledger
 from .resume import Checkpoint, RunError, checkpoint_dir, default_callbacks, resumable, run_key
-from .distributed import speed_ups
+from .distributed import speed_ups, wait_for_every_process
 from .fast_data import DecodeOnce
 
 # %% ../nbs/93_recipes.ipynb #9920c693
@@ -67,13 +67,17 @@ def recipe_names():
     "The recipes in chapter order"
     return sorted(RECIPES, key=lambda name: RECIPES[name].chapter)
 
-def recipe_config(name, mode=None, **overrides):
+def recipe_config(name,         # a recipe of `RECIPES`
+                  mode=None,    # 'quick' or 'full' (default: `get_mode()`)
+                  **overrides): # settings of `run_config` that win over the mode's and the recipe's
     "The `RunConfig` of recipe `name` in `mode`: the mode's, then the recipe's, then the `overrides` that aren't `None`"
     if name not in RECIPES: raise ValueError(f"unknown recipe {name!r}: choose from {', '.join(RECIPES)}")
     return run_config(mode, per_mode=RECIPES[name].per_mode, **overrides)
 
 # %% ../nbs/93_recipes.ipynb #858ccc8f
-def writable_folder(folder, what, fix):
+def writable_folder(folder, # the folder to check (made if missing)
+                    what,   # what goes in it, for the message
+                    fix):   # how to choose another, for the message
     "`RunError` naming `what` and `fix` unless files can be created in `folder` (made if missing)"
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
@@ -109,12 +113,16 @@ def data_path_callbacks(data_path=None):
     if data_path not in DATA_PATHS: raise ValueError(f"unknown data path {data_path!r}: use one of {', '.join(DATA_PATHS)}")
     return data_path, [DecodeOnce] if data_path == 'fast' else []
 
-def training_key(recipe, cfg, data_path):
+def training_key(recipe,     # a `Recipe`
+                 cfg,        # its `RunConfig`
+                 data_path): # 'fast' or 'book'
     "`run_key` of `recipe`'s training on `cfg`, marked with `data_path` unless it's the book's: a run resumes only on its own"
     key = run_key(recipe.train.__name__, cfg)
     return key if data_path == 'book' else f"{key}-{data_path}"
 
-def trained(recipe, cfg, data_path=None):
+def trained(recipe,          # a `Recipe`
+            cfg,             # its `RunConfig`
+            data_path=None): # 'fast' or 'book' (default: `data_path_callbacks`'s)
     "(learner, checkpoint, seconds of training, reused?) for `recipe` on `cfg`: reused from this process if it was trained here"
     data_path, data_cbs = data_path_callbacks(data_path)
     key = training_key(recipe, cfg, data_path)
@@ -135,7 +143,8 @@ def sizes_trained(epochs):
     return [s for i, (s, _) in enumerate(epochs) if i == 0 or s != epochs[i - 1][0]]
 
 # %% ../nbs/93_recipes.ipynb #57ce91a8
-def save_record(record, ledger=None):
+def save_record(record,       # a `RunRecord`
+                ledger=None):  # the ledger file (default: `ledger_path()`)
     "Append `record` to the ledger; if that fails, save it beside the temp files and raise `RunError` saying where"
     try: return append_record(record, ledger)
     except OSError as e:
@@ -145,23 +154,32 @@ def save_record(record, ledger=None):
                        f"It is saved in {spare}. Fix: make the ledger writable, then append that file's line to it "
                        f"(`cat {spare} >> LEDGER`).") from None
 
-def finished_record(name, checkpoint, ledger=None):
+def finished_record(name,         # the recipe
+                    checkpoint,   # the `Checkpoint` found for its run
+                    ledger=None): # the ledger file (default: `ledger_path()`)
     "The ledger record of recipe `name` from the run `checkpoint` belongs to, if that run got as far as recording"
     found = [r for r in read_ledger(ledger) if r['recipe'] == name and r.get('extra', {}).get('run_id') == checkpoint.state['uid']]
     return RunRecord(**found[-1]) if found else None
 
 # %% ../nbs/93_recipes.ipynb #df1d3354
-def run_recipe(name, mode=None, ledger=None, data_path=None, **overrides):
+def run_recipe(name,            # a recipe of `RECIPES`
+               mode=None,       # 'quick' or 'full' (default: `get_mode()`)
+               ledger=None,     # the ledger file (default: `ledger_path()`)
+               data_path=None,  # 'fast' (appendix 92a) or 'book'; default: 'fast' on a GPU, else 'book'
+               **overrides):    # settings of `run_config`, e.g. `epochs=1`
     "Run recipe `name` in `mode` with `overrides` and record it in the ledger; returns the `RunRecord`, with `.learn`"
     recipe, cfg, main = RECIPES.get(name), recipe_config(name, mode, **overrides), not rank_distrib()
     if main: check_run_folders(ledger)
     if main: print(f"{name}: {cfg}", flush=True)
+    # the folder itself, however it was named: a checkpoint resumes only on the data it was trained on
+    cfg = replace(cfg, path=str(resolve_data_path(cfg.path, cfg.dataset)))
     set_seed(cfg.seed)  # not reproducible=True: cuDNN's deterministic algorithms are slower (appendix 92)
     data_path = data_path_callbacks(data_path)[0]
     ck = Checkpoint(checkpoint_dir()/f"{training_key(recipe, cfg, data_path)}.pt")
     if ck.resumed and (done := finished_record(name, ck, ledger)):
+        wait_for_every_process()  # under torchrun: every process has read the checkpoint before the main one removes it
         ck.remove()
-        print(f"{name}: this run had already finished and was recorded:\n{done}", flush=True)
+        if main: print(f"{name}: this run had already finished and was recorded:\n{done}", flush=True)
         return done
     learn, ck, train_s, reused = trained(recipe, cfg, data_path)
     if reused and main: print(f"{name}: measuring the model trained earlier in this run by `{recipe.train.__name__}` "
@@ -182,7 +200,10 @@ def run_recipe(name, mode=None, ledger=None, data_path=None, **overrides):
     record.learn = learn  # for a closer look; not part of the ledger record
     return record
 
-def run_all(mode=None, ledger=None, data_path=None, **overrides):
+def run_all(mode=None,       # 'quick' or 'full' (default: `get_mode()`)
+            ledger=None,     # the ledger file (default: `ledger_path()`)
+            data_path=None,  # 'fast' (appendix 92a) or 'book'; default: 'fast' on a GPU, else 'book'
+            **overrides):    # settings of `run_config` for every recipe
     "Run every recipe in chapter order, then print the comparison of what the ledger holds"
     start, names = time.perf_counter(), recipe_names()
     for i, name in enumerate(names, 1):

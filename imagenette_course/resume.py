@@ -15,11 +15,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from fastcore.basics import noop
 from fastcore.foundation import L
-from fastai.callback.core import Callback, CancelEpochException, CancelFitException
+from fastai.callback.core import CancelEpochException, CancelFitException
 from fastai.torch_core import defaults, rank_distrib
 
 from .ledger import course_path
+from .progressive import EpochTimer
 
 # %% ../nbs/91_resume.ipynb #6bb78b82
 class RunError(Exception):
@@ -38,7 +40,8 @@ def checkpoint_dir(path=None):
 # `RunConfig` fields added after checkpoints were first written, hashed only when set: unset, a run keeps its old name
 HASHED_WHEN_SET = ('presize',)
 
-def run_key(name, cfg):
+def run_key(name, # what is trained, e.g. the training function's name
+            cfg):  # its `RunConfig`
     "A file name for training `name` with configuration `cfg`: the same arguments give the same name"
     settings = {k: v for k, v in asdict(cfg).items() if v is not None or k not in HASHED_WHEN_SET}
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
@@ -102,17 +105,25 @@ class Checkpoint:
         tmp = self.path.with_name(self.path.name + '.tmp')
         opt = learn.opt.state_dict() if learn.opt else None
         if opt: opt = dict(state=[plain_values(s) for s in opt['state']], hypers=[plain_values(h) for h in opt['hypers']])
-        torch.save(dict(model=unwrapped(learn.model).state_dict(), opt=opt, state=self.state), tmp)
+        try: torch.save(dict(model=unwrapped(learn.model).state_dict(), opt=opt, state=self.state), tmp)
+        except (OSError, RuntimeError) as e:  # a full disk: torch's writer raises RuntimeError, not OSError
+            tmp.unlink(missing_ok=True)
+            kept = 'the last checkpoint there is kept' if self.path.exists() else 'no epoch of this run is saved yet'
+            raise RunError(f"the checkpoint could not be written in {self.path.parent} ({str(e).strip().splitlines()[0]}); "
+                           f"{kept}. Fix: free space there, or point IMAGENETTE_CHECKPOINTS at a folder with room "
+                           f"(and move the checkpoint there), then run the same command again.") from None
         os.replace(tmp, self.path)
 
     def remove(self):
         if not rank_distrib(): self.path.unlink(missing_ok=True)
 
 # %% ../nbs/91_resume.ipynb #0ab5e3e6
-class RunTracker(Callback):
+class RunTracker(EpochTimer):
     "Log and checkpoint every epoch; when the run is started again, skip the `fit` calls that finished, resume the interrupted one"
     order = 55  # after DistributedTrainer (11) wraps the model and the Recorder (50); before the progress bar (60)
-    def __init__(self, checkpoint): self.checkpoint, self.skip_to, self.in_fit = checkpoint, 0, False
+    def __init__(self, checkpoint):
+        super().__init__()
+        self.checkpoint, self.skip_to, self.in_fit = checkpoint, 0, False
 
     def before_fit(self):
         # `validate` and `get_preds` send before_fit too, inside `no_mbar`: only a real fit draws a bar over its epochs
@@ -136,26 +147,35 @@ class RunTracker(Callback):
         self.skip_to = done
 
     def before_epoch(self):
-        if self.in_fit and self.epoch < self.skip_to: raise CancelEpochException  # trained before the interruption
-
-    def before_train(self): self.started, self.size = time.perf_counter(), None
-    def after_batch(self):
-        if self.training: self.size = self.x.shape[-1]
-    def after_train(self): self.seconds = time.perf_counter() - self.started
+        if not (self.in_fit and self.epoch < self.skip_to): return
+        # trained before the interruption: no row in the progress table (the Recorder logs one even for a skipped epoch),
+        # but the progress bar, next in line, counts the epoch, or its clock never starts and the next epoch crashes it
+        self.kept_logger, self.learn.logger = self.learn.logger, noop
+        if hasattr(self.learn, 'progress'): self.learn.progress.before_epoch()
+        raise CancelEpochException
 
     def after_epoch(self):
-        if not self.in_fit or self.epoch < self.skip_to: return
-        self.checkpoint.state['epochs'].append([self.size, round(self.seconds, 3)])
+        if not self.in_fit: return
+        if self.epoch < self.skip_to: return self.forget_skipped_epoch()
+        size, seconds = self.times[-1]  # timed by `EpochTimer`
+        self.checkpoint.state['epochs'].append([size, round(seconds, 3)])
         self.checkpoint.state['fits'][self.fit_idx][1] = self.epoch + 1
         self.checkpoint.save(self.learn)
 
+    def forget_skipped_epoch(self):
+        "Undo what the `Recorder` kept of an epoch skipped on resuming (it ran after_epoch for it too)"
+        self.learn.logger = self.kept_logger
+        if hasattr(self.learn, 'recorder'): self.recorder.values.pop(); self.recorder.iters.pop()
+
 # %% ../nbs/91_resume.ipynb #e95af7eb
-def preset(cb_cls, **kwargs):
+def preset(cb_cls,    # a callback class
+           **kwargs): # its settings
     "A subclass of `cb_cls`, of the same name, that can be created without arguments: `kwargs` are its settings"
     return type(cb_cls.__name__, (cb_cls,), dict(__init__=lambda self: cb_cls.__init__(self, **kwargs)))
 
 @contextmanager
-def default_callbacks(add=(), remove=()):
+def default_callbacks(add=(),     # callback classes every new `Learner` gets
+                      remove=()):  # callback classes of fastai's defaults it doesn't get
     "Inside the `with` block, every new `Learner` also gets the callbacks `add`, and not the ones in `remove`"
     old = defaults.callbacks
     defaults.callbacks = [cb for cb in old if cb not in remove] + list(add)

@@ -62,7 +62,7 @@ def tta(learn,        # a trained `Learner`
         beta=0.25     # weight of the plain pass in the blend
        ):
     "From-scratch TTA: `n` augmented passes and a plain one over `dl`, blended; (predictions, targets)"
-    if dl is None: dl = learn.dls.valid.new(shuffled=False, drop_last=False)
+    if dl is None: dl = learn.dls.valid.new(shuffle=False, drop_last=False)
     with learner_precision(learn):
         aug = [predictions(learn.model, dl, augment=True)[0] for _ in range(n)]
         plain, targs = predictions(learn.model, dl)
@@ -72,7 +72,7 @@ def tta(learn,        # a trained `Learner`
 def flip_tta(learn,    # a trained `Learner`
              dl=None): # the data to predict on (default: the validation set, in order)
     "Average the predictions on each image of `dl` (default: validation) and on its mirror image; (predictions, targets)"
-    if dl is None: dl = learn.dls.valid.new(shuffled=False, drop_last=False)
+    if dl is None: dl = learn.dls.valid.new(shuffle=False, drop_last=False)
     preds, targs = [], []
     with dl.dataset.set_split_idx(1), learner_precision(learn):
         for xb, yb in dl:
@@ -100,7 +100,7 @@ def compare_tta(learn,     # a trained `Learner`
                 n=4,       # augmented passes of the two TTAs
                 beta=0.25): # weight of their plain pass
     "Accuracy, seconds and cost (× the centre crop's seconds) of each way of predicting on `learn`'s validation set"
-    dl = learn.dls.valid.new(shuffled=False, drop_last=False)
+    dl = learn.dls.valid.new(shuffle=False, drop_last=False)
     ways = {'centre crop': lambda: predictions(learn.model, dl),
             'fastai learn.tta': lambda: fastai_tta(learn, dl=dl, n=n, beta=beta),
             'from-scratch tta': lambda: tta(learn, dl, n=n, beta=beta),

@@ -55,12 +55,12 @@ def make_parser():
                    help="minutes the whole check may take; a run that would not finish within it (at the speed of the "
                         "runs before it) is skipped (default 8)")
     p.add_argument('--mode', choices=list(MODES), help="default: full (quick with --smoke)")
-    p.add_argument('--epochs', type=cli.positive_int, help="override every recipe's epochs")
-    p.add_argument('--size', type=cli.positive_int, help="override every recipe's image size in px")
-    p.add_argument('--bs', type=cli.positive_int, help="override every recipe's batch size")
+    p.add_argument('--epochs', type=cli.whole_number(1), help="override every recipe's epochs")
+    p.add_argument('--size', type=cli.whole_number(cli.MIN_SIZE), help="override every recipe's image size in px")
+    p.add_argument('--bs', type=cli.whole_number(2), help="override every recipe's batch size")
     p.add_argument('--data-path', choices=cli.DATA_PATH_NAMES,
                    help="fast (default on a GPU): images decoded once, appendix 92a; book: the book's loaders, to compare")
-    p.add_argument('--lanes', type=cli.positive_int, default=1,
+    p.add_argument('--lanes', type=cli.whole_number(1), default=1,
                    help="runs sharing the GPU at a time, each lane a process of its own (default 1); their seconds per "
                         "epoch are then measured while sharing")
     p.add_argument('--lane', type=int, help=argparse.SUPPRESS)  # set by the check itself: run only this lane's share

@@ -20,7 +20,11 @@ QUICK = MODES['quick']
     (['run', 'nonsense'], "invalid choice: 'nonsense'"),
     (['run'], 'the following arguments are required: recipe'),
     (['run', 'baseline', '--split', 'valid'], "invalid choice: 'valid'"),
-    (['run', 'baseline', '--presize', '0'], 'at least 1'),
+    (['run', 'baseline', '--presize', '0'], 'at least 8'),
+    (['run', 'baseline', '--size', '4'], 'at least 8'),
+    (['run', 'baseline', '--bs', '1'], 'at least 2 (batch norm'),
+    (['run', 'baseline', '--seed', '-1'], 'from 0 to 4294967295'),
+    (['run', 'baseline', '--size', '64', '--presize', '32'], 'Fix: --presize 64 or more'),
     (['run', 'baseline', '--noise', '25', '--split', 'random'], "leave out --split random"),
     (['report', '--plot', 'results.xyz'], "its extension .xyz is not a format matplotlib writes (.eps, "),
     (['report', '--plot', 'results'], "it has no extension to name a format"),
@@ -97,6 +101,11 @@ def test_unset_options_keep_the_recipes_own_settings(fake_imagenette, monkeypatc
     cfg = e.value.args[0]
     assert cfg.split == 'official' and cfg.presize is None
     assert (cfg.epochs, cfg.size, cfg.bs) == (epochs, size, QUICK.bs)  # bs: the mode's own
+
+
+def test_report_of_a_ledger_that_is_not_there_says_so(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e: main(['report', '--ledger', str(tmp_path/'typo.jsonl')])
+    assert e.value.code == 2 and 'typo.jsonl: there is no such file. Fix:' in capsys.readouterr().err
 
 
 def test_report(capsys, isolated_ledger, tmp_path):

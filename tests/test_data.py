@@ -242,3 +242,14 @@ def test_noise_needs_the_csv_and_the_official_split(fake_imagenette):
         get_dls(bs=4, size=32, path=fake_imagenette, noise=5, split='random', num_workers=0)
     with pytest.raises(ValueError, match='noise must be one of'):
         get_dls(bs=4, size=32, path=fake_imagenette, noise=10, num_workers=0)
+
+
+@pytest.mark.parametrize('content, problem', [('hello,world\n', 'has no column noisy_labels_5, path'),
+                                              ('', "can't be read as a CSV"),
+                                              ('path,noisy_labels_5\ntrain/n01440764/a.JPEG,n99999999\n',
+                                               'labels images with n99999999')])
+def test_a_noisy_label_file_that_is_not_one_is_named_with_the_fix(fake_imagenette, content, problem):
+    (fake_imagenette/'noisy_imagenette.csv').write_text(content)
+    with pytest.raises(DataError, match=problem) as e:
+        get_dls(bs=4, size=32, path=fake_imagenette, noise=5, num_workers=0)
+    assert 'Fix: restore noisy_imagenette.csv' in str(e.value) or 'Fix: restore it' in str(e.value)

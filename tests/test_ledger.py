@@ -116,3 +116,26 @@ def test_the_data_name_says_what_differs_from_the_plain_run():
     assert data_name(dict(config=dict(dataset='imagenette', noise=0, split='random', presize=460))) == \
            'imagenette, random split, presize 460 px'
     assert data_name(dict(config=dict(dataset='imagewoof', noise=25))) == 'imagewoof, 25% noisy labels'  # older records
+
+
+def test_appending_keeps_the_ledgers_permissions_and_its_symlink(tmp_path):
+    "The ledger is replaced whole on each append: the new file keeps the old one's mode, and a link stays a link"
+    real, link = tmp_path/'shared'/'ledger.jsonl', tmp_path/'ledger.jsonl'
+    append_record(record('a'), real)
+    os.chmod(real, 0o664)
+    link.symlink_to(real)
+    append_record(record('b'), link)
+    assert link.is_symlink() and (real.stat().st_mode & 0o777) == 0o664
+    assert [r['recipe'] for r in read_ledger(link)] == ['a', 'b']
+
+
+@pytest.mark.parametrize('edit, field', [({'extra': {'accuracy_tta': 'high'}}, 'extra.accuracy_tta'),
+                                         ({'config': 'imagenette'}, "'config'"),
+                                         ({'config': {'noise': '5%'}}, 'config.noise')])
+def test_a_hand_edited_record_the_table_cant_show_is_skipped_with_its_line(tmp_path, edit, field):
+    from imagenette_course.ledger import comparison_table
+    path = tmp_path/'ledger.jsonl'
+    append_record(record('a'), path)
+    append_record({**asdict(record('b')), **edit}, path)
+    with pytest.warns(UserWarning, match=f'line 2.*{field}'): recs = read_ledger(path)
+    assert [r['recipe'] for r in recs] == ['a'] and 'a ' in comparison_table(recs)

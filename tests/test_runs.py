@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fastai.callback.core import Callback
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.vision.models.xresnet import xresnet18, xresnet50
@@ -14,7 +15,7 @@ import imagenette_course.recipes as recipes
 from imagenette_course.data import get_dls, run_config
 from imagenette_course.ledger import read_ledger
 from imagenette_course.recipes import recipe_config, run_recipe
-from imagenette_course.resume import Checkpoint, CheckpointError, RunError, run_key
+from imagenette_course.resume import Checkpoint, CheckpointError, RunError, resumable, run_key
 
 EXE = os.path.join(os.path.dirname(sys.executable), 'imagenette-course')
 ARGS = ['--mode', 'quick', '--size', '32', '--bs', '8']  # 5 batches an epoch on the fake data's 40 images
@@ -64,13 +65,37 @@ def test_killed_run_resumes_and_records_once(fake_imagenette, checkpoints, isola
     assert list(checkpoints.iterdir()) == []
 
 
+class InterruptAfter(Callback):
+    "Ctrl-C at the end of epoch `epoch`, once `RunTracker` has saved it"
+    order = 70
+    def __init__(self, epoch): self.at = epoch
+    def after_epoch(self):
+        if self.epoch == self.at: raise KeyboardInterrupt
+
+
+def test_a_fit_resumed_midway_shows_and_keeps_only_the_epochs_it_trains(fake_imagenette, checkpoints):
+    "With fastai's progress bar on (the command line's case), the skipped epochs leave no row and no Recorder entry"
+    dls = get_dls(bs=8, size=32, path=fake_imagenette, num_workers=0)
+    with resumable(Checkpoint(checkpoints/'fit.pt')), pytest.raises(KeyboardInterrupt):
+        learner(dls, xresnet18).fit(3, cbs=InterruptAfter(0))
+    with resumable(Checkpoint(checkpoints/'fit.pt')) as ck:
+        learn = learner(dls, xresnet18)
+        learn.fit(3)
+    assert ck.state['fits'] == [[3, 3]] and len(ck.state['epochs']) == 3
+    assert [len(v) for v in learn.recorder.values] == [2, 2]  # epochs 1 and 2: training and validation loss
+
+
+def ctrl_c(): raise KeyboardInterrupt
+def sigterm(): os.kill(os.getpid(), signal.SIGTERM)  # as `kill` or a batch system sends it
+
+@pytest.mark.parametrize('interrupt', [ctrl_c, sigterm])
 def test_interrupted_run_keeps_its_checkpoint_and_says_so(fake_imagenette, checkpoints, isolated_ledger, monkeypatch,
-                                                          capsys):
-    "Ctrl-C after the first checkpoint: exit 130, nothing in the ledger, the checkpoint kept for resuming"
+                                                          capsys, interrupt):
+    "Ctrl-C or SIGTERM after the first checkpoint: exit 130, nothing in the ledger, the checkpoint kept for resuming"
     save = Checkpoint.save
     def save_then_interrupt(self, learn):
         save(self, learn)
-        raise KeyboardInterrupt
+        interrupt()
     monkeypatch.setattr(Checkpoint, 'save', save_then_interrupt)
     with pytest.raises(SystemExit) as e:
         imagenette_course.cli.main(['run', 'baseline', '--data', str(fake_imagenette), *ARGS, '--epochs', '3'])
@@ -107,6 +132,21 @@ def test_finished_but_unrecorded_run_records_the_final_model_at_its_final_size(f
     assert rec.learn.dls.valid.one_batch()[0].shape[-2:] == (64, 64)
     assert all(torch.equal(v, rec.learn.model.state_dict()[k]) for k, v in saved.items())
     assert rec.accuracy == pytest.approx(float(rec.learn.validate()[1]))
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint_and_says_what_to_do(fake_imagenette, checkpoints,
+                                                                                       monkeypatch):
+    dls = get_dls(bs=8, size=32, path=fake_imagenette, num_workers=0)
+    with resumable(Checkpoint(checkpoints/'fit.pt')), pytest.raises(KeyboardInterrupt):
+        learner(dls, xresnet18).fit(3, cbs=InterruptAfter(0))
+    saved = (checkpoints/'fit.pt').read_bytes()
+    def disk_full(obj, f):
+        Path(f).write_bytes(b'partial')
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+    monkeypatch.setattr(torch, 'save', disk_full)
+    with resumable(Checkpoint(checkpoints/'fit.pt')), pytest.raises(RunError, match='the last checkpoint there is kept'):
+        learner(dls, xresnet18).fit(3)
+    assert [p.name for p in checkpoints.iterdir()] == ['fit.pt'] and (checkpoints/'fit.pt').read_bytes() == saved
 
 
 # --- checkpoints that can't be used ---
@@ -210,16 +250,33 @@ def test_a_ledger_write_that_fails_after_training_keeps_the_result(fake_imagenet
 
 # --- several processes ---
 
+def two_processes(*args):
+    "Run the command line with `args` in two CPU processes on the gloo backend"
+    torchrun = os.path.join(os.path.dirname(sys.executable), 'torchrun')
+    return subprocess.run([torchrun, '--standalone', '--nproc_per_node', '2', EXE, *args], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+
+
 def test_two_processes_train_data_parallel_and_record_once(fake_imagenette, checkpoints, isolated_ledger):
     "Two CPU processes on the gloo backend train one recipe together; only the main process writes"
-    torchrun = os.path.join(os.path.dirname(sys.executable), 'torchrun')
-    out = subprocess.run([torchrun, '--standalone', '--nproc_per_node', '2', EXE, 'run', 'progressive',
-                          '--data', str(fake_imagenette), *ARGS, '--epochs', '1', '--ledger', str(isolated_ledger)],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    out = two_processes('run', 'progressive', '--data', str(fake_imagenette), *ARGS, '--epochs', '1',
+                        '--ledger', str(isolated_ledger))
     assert out.returncode == 0, out.stdout + out.stderr
     (rec,) = read_ledger(isolated_ledger)
     assert rec['recipe'] == 'progressive' and rec['n_train'] == 40
     assert out.stdout.count('progressive: accuracy') == 1 and list(checkpoints.iterdir()) == []
+
+
+def test_two_processes_find_a_recorded_run_finished(fake_imagenette, checkpoints, isolated_ledger, monkeypatch):
+    "Recorded, but killed before its checkpoint was deleted: both processes see it, neither trains, one reports"
+    with monkeypatch.context() as m:
+        m.setattr(Checkpoint, 'remove', lambda self: None)  # as if killed between recording and deleting
+        run_recipe('baseline', 'quick', isolated_ledger, path=str(fake_imagenette), size=32, bs=8, epochs=1)
+    out = two_processes('run', 'baseline', '--data', str(fake_imagenette), *ARGS, '--epochs', '1',
+                        '--ledger', str(isolated_ledger))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count('had already finished') == 1 and 'train_loss' not in out.stdout  # no training table
+    assert len(read_ledger(isolated_ledger)) == 1 and list(checkpoints.iterdir()) == []
 
 
 def test_a_setting_added_later_leaves_the_run_key_as_it_was_until_it_is_set():

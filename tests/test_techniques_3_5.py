@@ -102,7 +102,7 @@ def test_blend_tta_extremes():
 
 def test_tta_and_flip_return_probabilities_for_every_valid_image(dls):
     learn = small_learner(dls)
-    plain, targs = predictions(learn.model, learn.dls.valid.new(shuffled=False))
+    plain, targs = predictions(learn.model, learn.dls.valid.new(shuffle=False))
     for preds, t in (tta(learn, n=2), flip_tta(learn)):
         assert preds.shape == plain.shape == (len(dls.valid_ds), dls.c) and torch.equal(t, targs)
         assert torch.allclose(preds.sum(1), torch.ones(len(preds)), atol=1e-5)
@@ -110,7 +110,7 @@ def test_tta_and_flip_return_probabilities_for_every_valid_image(dls):
 
 def test_augmented_passes_differ_from_plain(dls):
     learn = small_learner(dls)
-    dl = learn.dls.valid.new(shuffled=False)
+    dl = learn.dls.valid.new(shuffle=False)
     plain, _ = predictions(learn.model, dl)
     assert torch.equal(plain, predictions(learn.model, dl)[0])
     assert not torch.equal(plain, predictions(learn.model, dl, augment=True)[0])

@@ -12,7 +12,8 @@ from fastai.vision.models.xresnet import xresnet18
 from imagenette_course.data import get_dls, run_config
 from imagenette_course.label_smoothing import LabelSmoothingCE, label_smoothing
 from imagenette_course.mixup import MIXUP_LONG_RUN, MixUpFromScratch, mixup
-from imagenette_course.sota import MIXUP_MIN_EPOCHS, SOTA_SETTINGS, sota, total_epochs
+from imagenette_course.progressive import progressive_epochs
+from imagenette_course.sota import MIXUP_MIN_EPOCHS, SOTA_SETTINGS, sota
 
 
 @pytest.fixture
@@ -110,9 +111,8 @@ def test_label_smoothing_recipe_uses_its_eps(tiny_cfg):
 
 # --- the combined recipe ---
 
-def test_sota_settings_match_progressive_run_lengths():
-    assert run_config('quick', per_mode=SOTA_SETTINGS).epochs == 1
-    assert total_epochs(run_config('full', per_mode=SOTA_SETTINGS)) < MIXUP_MIN_EPOCHS  # the book's length: no mixup
+def test_sota_at_the_books_length_has_no_mixup():
+    assert progressive_epochs(run_config('full', per_mode=SOTA_SETTINGS)) < MIXUP_MIN_EPOCHS
 
 
 @pytest.mark.parametrize('use_mixup', [None, True])
@@ -121,3 +121,4 @@ def test_sota_trains_progressively_with_label_smoothing(tiny_cfg, use_mixup):
     assert isinstance(learn.loss_func, LabelSmoothingCrossEntropy)
     assert any(isinstance(cb, MixUp) for cb in learn.cbs) == bool(use_mixup)  # a 3-epoch run: mixup only if forced
     assert learn.dls.one_batch()[0].shape[-1] == tiny_cfg.size  # ends at full size
+    assert len(learn.recorder.values) == progressive_epochs(tiny_cfg)  # every epoch in one fit: the size ramp

@@ -13,6 +13,8 @@ __all__ = ['RECIPE_NAMES', 'MODE_NAMES', 'DATASET_NAMES', 'NOISE_CHOICES', 'DATA
 import argparse, os, signal, threading, traceback, warnings
 from contextlib import contextmanager
 
+from fastcore.imports import in_notebook
+
 # %% ../nbs/94_cli.ipynb #b72cf437
 RECIPE_NAMES = ('baseline', 'normalized', 'progressive', 'progressive-schedule', 'tta', 'mixup', 'label-smoothing', 'sota')
 MODE_NAMES, DATASET_NAMES, NOISE_CHOICES = ('quick', 'full'), ('imagenette', 'imagewoof'), (0, 1, 5, 25, 50)
@@ -174,3 +176,6 @@ def main(argv=None):
         if args.debug or os.environ.get('IMAGENETTE_DEBUG'): traceback.print_exc()
         parser.exit(2, f"{parser.prog}: error: {getattr(e, 'msg', e)}\n")
     except KeyboardInterrupt: parser.exit(130, f"{parser.prog}: {interrupted_message(args, before)}\n")
+
+# %% ../nbs/94_cli.ipynb #9abda9ee
+if __name__ == '__main__' and not in_notebook(): main()

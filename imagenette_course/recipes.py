@@ -90,10 +90,10 @@ def check_ledger(path=None):
     path, fix = ledger_path(path), "--ledger FILE (or IMAGENETTE_LEDGER) naming a .jsonl file in a folder you can write to"
     if path.is_dir(): raise RunError(f"the ledger {path} is a folder. Fix: {fix}")
     if path.exists() and path.stat().st_size:
-        with open(path, 'rb') as f: first = f.readline(65536).strip()
-        if not first.startswith(b'{'):
-            raise RunError(f"{path} exists and is not a results ledger (its first line isn't a JSON record). Fix: {fix}, "
-                           f"or move that file away")
+        with open(path, 'rb') as f: head = f.read(65536).splitlines()
+        if not any(line.strip().startswith(b'{') for line in head):  # a broken line is `report`'s to name, not a reason to stop
+            raise RunError(f"{path} exists and is not a results ledger (none of its first lines is a JSON record). "
+                           f"Fix: {fix}, or move that file away")
     writable_folder(path.parent, f"the ledger {path.name}", fix)
     return path
 

@@ -186,6 +186,12 @@ def test_help_and_bad_arguments_answer_before_torch_loads():
         assert out.stdout.strip().endswith('torch not loaded'), (args, out.stdout, out.stderr)
 
 
+def test_the_module_runs_as_the_command():
+    out = subprocess.run([sys.executable, '-m', 'imagenette_course.cli', 'run', 'baseline', '--bs', '1'],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and 'usage: imagenette-course run' in out.stderr and 'at least 2' in out.stderr
+
+
 def test_importing_the_package_shows_no_warning():
     "fastai's import-time FutureWarning (torch.jit.script) is filtered by the package, once"
     out = subprocess.run([sys.executable, '-c', 'import imagenette_course.recipes'], capture_output=True, text=True,

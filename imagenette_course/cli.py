@@ -87,9 +87,6 @@ def argument_problem(args):
     if args.command == 'report': return plot_format_problem(args.plot) if args.plot else None
     if args.noise and args.split == 'random':
         return "--noise replaces training labels of the official split's train/ folder: leave out --split random"
-    if args.presize and args.size and args.presize < args.size:
-        return (f"--presize {args.presize} is smaller than --size {args.size}: the item resize makes room for the batch "
-                f"crops of --size px. Fix: --presize {args.size} or more, or leave it out")
     env_mode = os.environ.get('IMAGENETTE_MODE')
     if not args.mode and env_mode and env_mode not in MODE_NAMES:  # the mode a run without --mode would take
         return (f"IMAGENETTE_MODE is {env_mode!r}, which is not a mode. Fix: set it to {' or '.join(MODE_NAMES)}, "
@@ -99,7 +96,7 @@ def argument_problem(args):
 def report(args):
     "`imagenette-course report`: the comparison table, and the figures if `--plot`"
     from imagenette_course.ledger import comparison_table, ledger_path, plot_comparison, read_ledger
-    if args.ledger and not os.path.exists(args.ledger):  # named but not there: a typo, more likely than no runs yet
+    if args.ledger and not ledger_path(args.ledger).exists():  # named but not there: a typo, more likely than no runs yet
         raise FileNotFoundError(f"--ledger {args.ledger}: there is no such file. Fix: the path of a ledger that "
                                 f"`imagenette-course run` wrote (without --ledger: {ledger_path()})")
     records = read_ledger(args.ledger)
@@ -156,7 +153,8 @@ def sigterm_as_ctrl_c():
     if threading.current_thread() is not threading.main_thread(): yield; return  # only the main thread handles signals
     old = signal.signal(signal.SIGTERM, _interrupt)
     try: yield
-    finally: signal.signal(signal.SIGTERM, old)
+    finally:
+        if old is not None: signal.signal(signal.SIGTERM, old)  # None: a handler set outside Python, left as it is
 
 def main(argv=None):
     "Entry point of the `imagenette-course` command"

@@ -55,7 +55,8 @@ def size_schedule(epochs:int,         # number of epochs
                  )->list:
     "Image size of each epoch: a linear ramp from `start` towards `end`, then `final_epochs` at `end`"
     ramp = max(epochs - final_epochs, 0)
-    return [end if i >= ramp else round((start + (end - start) * i / ramp) / multiple) * multiple for i in range(epochs)]
+    def ramped(i): return max(start, round((start + (end - start) * i / ramp) / multiple) * multiple)  # never below `start`
+    return [end if i >= ramp else ramped(i) for i in range(epochs)]
 
 # %% ../nbs/04_progressive_resizing.ipynb #4b8423ed
 class ProgressiveResize(Callback):

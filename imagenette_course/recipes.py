@@ -169,6 +169,9 @@ def run_recipe(name,            # a recipe of `RECIPES`
                **overrides):    # settings of `run_config`, e.g. `epochs=1`
     "Run recipe `name` in `mode` with `overrides` and record it in the ledger; returns the `RunRecord`, with `.learn`"
     recipe, cfg, main = RECIPES.get(name), recipe_config(name, mode, **overrides), not rank_distrib()
+    if cfg.presize and cfg.presize < cfg.size:  # the item resize is there to leave room for the batch crops
+        raise RunError(f"--presize {cfg.presize} is smaller than the run's image size, {cfg.size} px. "
+                       f"Fix: --presize {cfg.size} or more, or leave it out")
     if main: check_run_folders(ledger)
     if main: print(f"{name}: {cfg}", flush=True)
     # the folder itself, however it was named: a checkpoint resumes only on the data it was trained on

@@ -105,11 +105,13 @@ class Checkpoint:
         tmp = self.path.with_name(self.path.name + '.tmp')
         opt = learn.opt.state_dict() if learn.opt else None
         if opt: opt = dict(state=[plain_values(s) for s in opt['state']], hypers=[plain_values(h) for h in opt['hypers']])
-        try: torch.save(dict(model=unwrapped(learn.model).state_dict(), opt=opt, state=self.state), tmp)
+        saved = dict(model=unwrapped(learn.model).state_dict(), opt=opt, state=self.state)
+        try: torch.save(saved, tmp)
         except (OSError, RuntimeError) as e:  # a full disk: torch's writer raises RuntimeError, not OSError
             tmp.unlink(missing_ok=True)
             kept = 'the last checkpoint there is kept' if self.path.exists() else 'no epoch of this run is saved yet'
-            raise RunError(f"the checkpoint could not be written in {self.path.parent} ({str(e).strip().splitlines()[0]}); "
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise RunError(f"the checkpoint could not be written in {self.path.parent} ({why}); "
                            f"{kept}. Fix: free space there, or point IMAGENETTE_CHECKPOINTS at a folder with room "
                            f"(and move the checkpoint there), then run the same command again.") from None
         os.replace(tmp, self.path)

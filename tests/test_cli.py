@@ -24,7 +24,6 @@ QUICK = MODES['quick']
     (['run', 'baseline', '--size', '4'], 'at least 8'),
     (['run', 'baseline', '--bs', '1'], 'at least 2 (batch norm'),
     (['run', 'baseline', '--seed', '-1'], 'from 0 to 4294967295'),
-    (['run', 'baseline', '--size', '64', '--presize', '32'], 'Fix: --presize 64 or more'),
     (['run', 'baseline', '--noise', '25', '--split', 'random'], "leave out --split random"),
     (['report', '--plot', 'results.xyz'], "its extension .xyz is not a format matplotlib writes (.eps, "),
     (['report', '--plot', 'results'], "it has no extension to name a format"),
@@ -103,9 +102,23 @@ def test_unset_options_keep_the_recipes_own_settings(fake_imagenette, monkeypatc
     assert (cfg.epochs, cfg.size, cfg.bs) == (epochs, size, QUICK.bs)  # bs: the mode's own
 
 
+@pytest.mark.parametrize('args', [['--size', '64', '--presize', '32'], ['--mode', 'full', '--presize', '100']])
+def test_a_presize_below_the_runs_size_is_refused_before_training(fake_imagenette, isolated_ledger, capsys, args):
+    with pytest.raises(SystemExit) as e: main(['run', 'baseline', '--data', str(fake_imagenette), *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and 'is smaller than the run' in err and 'Fix: --presize' in err and not isolated_ledger.exists()
+
+
 def test_report_of_a_ledger_that_is_not_there_says_so(tmp_path, capsys):
     with pytest.raises(SystemExit) as e: main(['report', '--ledger', str(tmp_path/'typo.jsonl')])
     assert e.value.code == 2 and 'typo.jsonl: there is no such file. Fix:' in capsys.readouterr().err
+
+
+def test_report_of_a_ledger_named_from_home_finds_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv('HOME', str(tmp_path))
+    (tmp_path/'runs.jsonl').write_text('')
+    main(['report', '--ledger=~/runs.jsonl'])  # no shell expands a ~ after '='
+    assert 'No runs recorded yet' in capsys.readouterr().out
 
 
 def test_report(capsys, isolated_ledger, tmp_path):

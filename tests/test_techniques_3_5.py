@@ -42,6 +42,7 @@ def test_channel_stats_with_more_workers_than_files(fake_imagenette):
 
 def test_size_schedule_edges():
     assert size_schedule(1, 32, 64) == [64]
+    assert size_schedule(3, 8, 16) == [8, 16, 16]  # never a 0-px epoch from rounding to 16 px
     assert size_schedule(4, 32, 64, final_epochs=2) == [32, 48, 64, 64]
     sizes = size_schedule(10, 128, 224)
     assert sizes == sorted(sizes) and all(s % 16 == 0 for s in sizes)

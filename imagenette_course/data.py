@@ -8,7 +8,7 @@ Docs: https://imagenette-course.github.io/imagenette_course/data.html.md"""
 __all__ = ['DATASETS', 'CLASS_NAMES', 'SPLITS', 'MODES', 'BOOK_PRESIZE', 'BOOK_SIZE', 'NOISE_LEVELS', 'Dataset', 'dataset_info',
            'DataError', 'resolve_data_path', 'class_name', 'RunConfig', 'device_name', 'get_mode', 'run_config',
            'balanced_subset', 'looks_like', 'check_imagenette', 'image_problem', 'drop_unreadable', 'imagenette_items',
-           'check_every_class_left', 'shorter_side', 'default_presize', 'read_noisy_csv', 'NoisyLabel', 'get_dls']
+           'check_every_class_left', 'shorter_side', 'default_presize', 'read_noisy_labels', 'NoisyLabel', 'get_dls']
 
 # %% ../nbs/01_data.ipynb #92fc4ba8
 import os, random, warnings
@@ -264,12 +264,19 @@ def default_presize(size,        # the training size, in px
 # %% ../nbs/01_data.ipynb #73e76048
 NOISE_LEVELS = (0, 1, 5, 25, 50)
 
-def read_noisy_csv(csv): # the noisy-label file
-    "The noisy-label CSV as a `DataFrame`; `DataError` if it isn't one"
-    try: return pd.read_csv(csv)
+def read_noisy_labels(csv,    # the dataset's noisy-label file
+                      column, # its column for one noise level, e.g. 'noisy_labels_5'
+                      ds):    # the dataset's `Dataset`
+    "{training image's path under the dataset: class name} from `column` of `csv`; `DataError` if it isn't that file"
+    fix = f"Fix: restore {ds.noisy_csv} from {ds.name}'s archive (untar_data), or run without --noise."
+    try: df = pd.read_csv(csv)
     except (ValueError, UnicodeDecodeError) as e:  # pandas' parse errors, an empty file, binary bytes
-        raise DataError(f"{csv} can't be read as a CSV ({type(e).__name__}): it is damaged or not the noisy-label file. "
-                        f"Fix: restore it from the dataset's archive (untar_data), or run without --noise.") from None
+        raise DataError(f"{csv} can't be read as a CSV ({type(e).__name__}). {fix}") from None
+    if missing := {'path', column} - set(df.columns):
+        raise DataError(f"{csv} has no column {', '.join(sorted(missing))}: it is not {ds.name}'s noisy-label file. {fix}")
+    if unknown := set(df[column]) - set(ds.classes):
+        raise DataError(f"{csv} labels images with {', '.join(sorted(map(str, unknown))[:3])}, not {ds.name}'s classes. {fix}")
+    return {p: ds.classes[w] for p, w in zip(df['path'], df[column]) if p.startswith('train/')}
 
 class NoisyLabel:
     "`get_y` for a `DataBlock`: a training image's label from the noisy-label CSV, the folder's for the rest"
@@ -280,13 +287,7 @@ class NoisyLabel:
         if not csv.is_file():
             raise DataError(f"{csv} is missing: the noisy labels come with {ds.name} from untar_data. Fix: copy "
                             f"{ds.noisy_csv} beside train/ and val/, or run without --noise.")
-        df, column = read_noisy_csv(csv), f'noisy_labels_{noise}'
-        fix = f"Fix: restore {ds.noisy_csv} from {ds.name}'s archive (untar_data), or run without --noise."
-        if missing := {'path', column} - set(df.columns):
-            raise DataError(f"{csv} has no column {', '.join(sorted(missing))}: it is not {ds.name}'s noisy-label file. {fix}")
-        if unknown := set(df[column]) - set(ds.classes):
-            raise DataError(f"{csv} labels images with {', '.join(sorted(map(str, unknown))[:3])}, not {ds.name}'s classes. {fix}")
-        self.labels = {p: ds.classes[w] for p, w in zip(df['path'], df[column]) if p.startswith('train/')}
+        self.labels = read_noisy_labels(csv, f'noisy_labels_{noise}', ds)
 
     def __call__(self, fn):
         fn = Path(fn)

@@ -125,22 +125,23 @@ def append_record(record,     # a `RunRecord`, or a dict of its fields
 COMPARED_FIELDS = dict(recipe=str, mode=str, device=str, sizes=list, epochs=int, accuracy=float, wall_time_s=float)
 CONFIG_FIELDS = dict(dataset=str, noise=int, split=str, presize=int)  # those of a record's `config` that the table reads
 
+def _is_a(value, typ):
+    "Whether JSON `value` is a `typ` (an int counts as a float, a bool as neither)"
+    return isinstance(value, (int, float) if typ is float else typ) and not isinstance(value, bool)
+
 def record_problem(rec):
     "Why the parsed ledger line `rec` can't be used as a record (`None` if it can)"
     if not isinstance(rec, dict): return f"not a JSON object but {type(rec).__name__}"
     for name, typ in COMPARED_FIELDS.items():
         if name not in rec: return f"no {name!r} field"
-        ok = (int, float) if typ is float else typ
-        if not isinstance(rec[name], ok) or isinstance(rec[name], bool):
-            return f"field {name!r} is {rec[name]!r}, not of type {typ.__name__}"
+        if not _is_a(rec[name], typ): return f"field {name!r} is {rec[name]!r}, not of type {typ.__name__}"
     for name in ('extra', 'config'):
         if name in rec and not isinstance(rec[name], dict): return f"field {name!r} is not an object"
     tta = rec.get('extra', {}).get('accuracy_tta', 0.)  # the table prints it as a percentage
-    if not isinstance(tta, (int, float)) or isinstance(tta, bool): return f"field 'extra.accuracy_tta' is {tta!r}, not a number"
+    if not _is_a(tta, float): return f"field 'extra.accuracy_tta' is {tta!r}, not a number"
     for name, typ in CONFIG_FIELDS.items():  # the data a run was trained on, in words (`data_name`)
         value = rec.get('config', {}).get(name)
-        if value is not None and (not isinstance(value, typ) or isinstance(value, bool)):
-            return f"field 'config.{name}' is {value!r}, not of type {typ.__name__}"
+        if value is not None and not _is_a(value, typ): return f"field 'config.{name}' is {value!r}, not of type {typ.__name__}"
 
 def read_ledger(path=None):
     "The valid records in the ledger, as dicts; a broken line or record is reported with its number and skipped"

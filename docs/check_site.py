@@ -2,8 +2,8 @@
 
 Serves `_site/` on a free loopback port and opens every page reachable from the home page: none may log a console
 error or fail a request, every image must decode, and every internal link (anchors included) must resolve. Each
-notebook's page must exist and show the notebook's H1 title, its figures, and no nbdev plumbing (`#|` lines, nbval
-markers). Screenshots of the home page and the first chapter go to `_site_check/`; their paths are printed.
+notebook's page must exist and show the notebook's H1 title, its figures, its formulas drawn (no raw `$$`), and no
+nbdev plumbing (`#|` lines, nbval markers). Screenshots of the home page and the first chapter go to `_site_check/`; their paths are printed.
 
 Usage: python docs/check_site.py [--site DIR] [--nbs DIR] [--shots DIR]
 """
@@ -41,6 +41,8 @@ PAGE_JS = """() => {
     links: [...document.querySelectorAll('a[href]')].map(a => a.href),
     ids: [...document.querySelectorAll('[id], a[name]')].map(e => e.id || e.name),
     code: [...document.querySelectorAll('article pre')].map(p => p.textContent),
+    n_math: document.querySelectorAll('article math').length,
+    text: document.querySelector('article')?.innerText ?? '',
   };
 }"""
 
@@ -51,6 +53,7 @@ class Chapter:
     nb: Path
     title: str
     n_figures: int
+    n_math: int
 
     @property
     def page(self): return f'{page_name(self.nb)}.html'
@@ -61,14 +64,25 @@ def readable(md):
     return re.sub(r'[`*]', '', md).strip().replace("'", "\u2019")
 
 
+# A formula in a notebook's Markdown, `$...$` or `$$...$$`, once code (fenced and inline) is taken out
+FORMULA = re.compile(r'\$\$.+?\$\$|\$[^$\n]+\$', re.DOTALL)
+CODE = re.compile(r'```.*?```|`[^`\n]*`', re.DOTALL)
+
+
+def formulas(markdown):
+    "The formulas of a Markdown cell, as Jupyter renders them"
+    return FORMULA.findall(CODE.sub('', markdown))
+
+
 def chapter(nb_path):
-    "The notebook's H1 title and how many image outputs it has committed"
+    "The notebook's H1 title, and how many image outputs and formulas it has committed"
     nb = nbformat.read(nb_path, as_version=4)
     titles = [m.group(1) for c in nb.cells if c.cell_type == 'markdown'
               for m in [re.search(r'^# (.+)$', c.source, re.MULTILINE)] if m]
     images = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs
               if any(k.startswith('image/') for k in o.get('data', {}))]
-    return Chapter(nb_path, readable(titles[0]) if titles else None, len(images))
+    n_math = sum(len(formulas(c.source)) for c in nb.cells if c.cell_type == 'markdown')
+    return Chapter(nb_path, readable(titles[0]) if titles else None, len(images), n_math)
 
 
 @dataclass
@@ -154,6 +168,9 @@ def chapter_problems(base, chapter, reports):
         problems.append(f'{url}: H1 is {info["title"]!r}, expected the notebook title {chapter.title!r}')
     if info['n_figures'] < chapter.n_figures:
         problems.append(f'{url}: {info["n_figures"]} figures shown, the notebook has {chapter.n_figures}')
+    if info['n_math'] < chapter.n_math or '$$' in info['text']:
+        problems.append(f'{url}: {info["n_math"]} formulas drawn, the notebook has {chapter.n_math}'
+                        + (' (raw $$ on the page)' if '$$' in info['text'] else ''))
     if COLAB + chapter.nb.name not in info['links']:
         problems.append(f'{url}: no Open in Colab link to {COLAB + chapter.nb.name}')
     plumbing = [l for code in info['code'] for l in code.splitlines() if re.match(r'\s*(#\||#\s*NBVAL_)', l)]

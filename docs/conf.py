@@ -4,6 +4,7 @@ from pathlib import Path
 
 # Document the package in this checkout, whichever copy the environment has installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # mathml.py
 import imagenette_course
 
 project = 'imagenette_course'
@@ -11,7 +12,11 @@ copyright = 'the imagenette_course developers'
 release = imagenette_course.__version__
 root_doc = 'index'
 
-extensions = ['myst_nb', 'sphinx.ext.autodoc']
+extensions = ['myst_nb', 'sphinx.ext.autodoc', 'mathml']
+
+# The notebooks' formulas, `$...$` and `$$...$$` as Jupyter renders them, drawn by the browser as MathML (mathml.py).
+myst_enable_extensions = ['dollarmath']
+html_math_renderer = 'mathml'
 
 # Render the outputs committed in the notebooks; running them is nbval's job (`make test`).
 nb_execution_mode = 'off'
@@ -31,3 +36,17 @@ html_favicon = 'favicon.svg'
 # The notebooks themselves are the source; a second copy of each (images included) would only double the site.
 html_copy_source = False
 html_show_sourcelink = False
+
+
+def add_parameters(app, what, name, obj, options, lines):
+    "Each parameter's docment (nbdev's comment beside it in the signature) under the docstring, as `show_doc` lists them"
+    if what not in ('function', 'method', 'class'): return
+    from fastcore.docments import docments
+    try: params = docments(obj, full=True)
+    except (TypeError, OSError): return  # no Python source to read the comments from
+    rows = [f':param {k}: {p["docment"]}' for k, p in params.items() if k != 'return' and p.get('docment')]
+    if rows: lines += ['', *rows]
+
+
+def setup(app):
+    app.connect('autodoc-process-docstring', add_parameters)

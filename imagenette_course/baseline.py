@@ -16,7 +16,7 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from fastai.vision.models.xresnet import xresnet50
 
-from .data import get_dls, run_config
+from .data import get_dls
 
 # %% ../nbs/02_baseline.ipynb #f4cff0ea
 BOOK = "fastbook notebook 07_sizing_and_tta.ipynb (one run each)"

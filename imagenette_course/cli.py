@@ -6,8 +6,8 @@ Docs: https://imagenette-course.github.io/imagenette_course/cli.html.md"""
 
 # %% auto #0
 __all__ = ['RECIPE_NAMES', 'MODE_NAMES', 'DATASET_NAMES', 'NOISE_CHOICES', 'DATA_PATH_NAMES', 'SPLIT_NAMES', 'MIN_SIZE',
-           'whole_number', 'make_parser', 'plot_format_problem', 'argument_problem', 'report', 'run',
-           'recorded_recipes', 'interrupted_message', 'sigterm_as_ctrl_c', 'main']
+           'whole_number', 'make_parser', 'plot_problem', 'argument_problem', 'report', 'run', 'recorded_recipes',
+           'interrupted_message', 'sigterm_as_ctrl_c', 'main']
 
 # %% ../nbs/94_cli.ipynb #8a9f5283
 import argparse, os, signal, threading, traceback, warnings
@@ -72,8 +72,10 @@ def make_parser():
     return p
 
 # %% ../nbs/94_cli.ipynb #ccbe67ae
-def plot_format_problem(fname):
-    "Why matplotlib can't save the figures to the file `fname`, whose extension chooses the format (`None` if it can)"
+def plot_problem(fname):
+    "Why the figures can't be saved to the file `fname` (`None` if they can): no such folder, or no format matplotlib writes"
+    folder = os.path.dirname(fname) or '.'
+    if not os.path.isdir(folder): return f"--plot {fname}: there is no folder {folder}. Fix: create it first, or save elsewhere"
     from matplotlib.backend_bases import FigureCanvasBase  # matplotlib alone, without torch: quick to import
     formats = FigureCanvasBase.get_supported_filetypes()
     ext = os.path.splitext(fname)[1][1:]
@@ -84,7 +86,7 @@ def plot_format_problem(fname):
 
 def argument_problem(args):
     "What argparse can't see is wrong with `args` (`None` if nothing), found before torch and fastai load"
-    if args.command == 'report': return plot_format_problem(args.plot) if args.plot else None
+    if args.command == 'report': return plot_problem(args.plot) if args.plot else None
     if args.noise and args.split == 'random':
         return "--noise replaces training labels of the official split's train/ folder: leave out --split random"
     env_mode = os.environ.get('IMAGENETTE_MODE')

@@ -112,7 +112,8 @@ def speed_ups():
     "(callbacks to add, callbacks to remove) for every `Learner` of a run on this hardware and in this process group"
     add, remove = [], []
     if torch.cuda.is_available():
-        amp = AMPMode.BF16 if torch.cuda.is_bf16_supported() else AMPMode.FP16
+        # including_emulation=False: torch also says yes on GPUs before Ampere (a T4), which only emulate bfloat16
+        amp = AMPMode.BF16 if torch.cuda.is_bf16_supported(including_emulation=False) else AMPMode.FP16
         add += [ChannelsLast, preset(MixedPrecision, amp_mode=amp), FusedOptimizer, CudnnAutotune]
     if num_distrib() > 1:
         add.append(preset(DataParallelTrainer, sync_bn=torch.cuda.is_available(), cpu=not torch.cuda.is_available()))

@@ -13,7 +13,6 @@ from fastai.learner import Learner
 from fastai.losses import LabelSmoothingCrossEntropy
 from fastai.metrics import accuracy
 from fastai.vision.models.xresnet import xresnet50
-import torch
 import torch.nn.functional as F
 from torch import nn
 

@@ -147,7 +147,7 @@ def read_ledger(path=None):
     "The valid records in the ledger, as dicts; a broken line or record is reported with its number and skipped"
     path = ledger_path(path)
     if not path.exists(): return []
-    if path.is_dir(): raise IsADirectoryError(f"the ledger {path} is a folder: pass a file, e.g. --ledger {path}/ledger.jsonl")
+    if path.is_dir(): raise IsADirectoryError(f"the ledger {path} is a folder. Fix: pass a file, e.g. --ledger {path}/ledger.jsonl")
     records = []
     for i, line in enumerate(path.read_text(errors='replace').splitlines(), 1):
         if not line.strip(): continue

@@ -17,7 +17,7 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from fastai.vision.models.xresnet import xresnet50
 
-from .data import get_dls, run_config
+from .data import get_dls
 
 # %% ../nbs/03_normalization.ipynb #9747b2f8
 def pixel_sums(files):

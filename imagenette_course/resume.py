@@ -129,6 +129,7 @@ class RunTracker(EpochTimer):
 
     def before_fit(self):
         # `validate` and `get_preds` send before_fit too, inside `no_mbar`: only a real fit draws a bar over its epochs
+        # (`learn.tta` sends it before its `no_mbar`: chapter 5's `fastai_tta` calls it inside one)
         self.in_fit = getattr(self.learn, 'create_mbar', True)
         if not self.in_fit: return
         ck, self.skip_to = self.checkpoint, 0

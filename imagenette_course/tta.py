@@ -21,7 +21,9 @@ from fastai.vision.augment import RandomResizedCropGPU
 def fastai_tta(learn,     # a trained `Learner`
                **kwargs): # to `learn.tta`: `dl`, `n`, `beta`, ...
     "`learn.tta(**kwargs)` without its progress bar: (predictions, targets)"
-    with learn.no_bar(): return learn.tta(**kwargs)
+    # no_mbar too: `tta` sends before_fit before it turns the epoch bar off itself, and a callback that counts fits
+    # (appendix 91's checkpoints) would take it for one
+    with learn.no_bar(), learn.no_mbar(): return learn.tta(**kwargs)
 
 # %% ../nbs/05_tta.ipynb #e0fa53ea
 def predict_batches(model,    # a classifier

@@ -53,3 +53,17 @@ def isolated_ledger(tmp_path, monkeypatch):
     ledger = tmp_path/'ledger.jsonl'
     monkeypatch.setenv('IMAGENETTE_LEDGER', str(ledger))
     return ledger
+
+
+@pytest.fixture(autouse=True)
+def checkpoints(tmp_path, monkeypatch):
+    "Never write or resume test runs in the user's real checkpoint folder (subprocesses inherit the setting)"
+    path = tmp_path/'checkpoints'
+    monkeypatch.setenv('IMAGENETTE_CHECKPOINTS', str(path))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def errors_without_traceback(monkeypatch):
+    "Error messages as a user sees them, whatever the developer's own IMAGENETTE_DEBUG"
+    monkeypatch.delenv('IMAGENETTE_DEBUG', raising=False)

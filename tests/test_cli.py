@@ -1,4 +1,4 @@
-import argparse, json, os, re, subprocess, sys
+import argparse, json, os, re, signal, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +27,7 @@ QUICK = MODES['quick']
     (['run', 'baseline', '--noise', '25', '--split', 'random'], "leave out --split random"),
     (['report', '--plot', 'results.xyz'], "its extension .xyz is not a format matplotlib writes (.eps, "),
     (['report', '--plot', 'results'], "it has no extension to name a format"),
+    (['report', '--plot', 'no_such_folder/results.png'], "there is no folder no_such_folder. Fix: create it"),
     ([], 'the following arguments are required'),
 ])
 def test_bad_arguments_exit_2_with_argparse_message(args, message, capsys):
@@ -48,7 +49,17 @@ def test_a_mode_from_the_environment_that_is_not_one_is_named(tmp_path, monkeypa
 def test_bad_data_path_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit) as e: main(['run', 'baseline', '--data', str(tmp_path/'nope')])
     assert e.value.code == 2
-    assert str(tmp_path/'nope') in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert str(tmp_path/'nope') in err and 'Fix:' in err and 'Traceback' not in err
+
+
+@pytest.mark.parametrize('how', [['--debug'], 'IMAGENETTE_DEBUG'])
+def test_debug_shows_the_traceback_of_an_error(tmp_path, capsys, monkeypatch, how):
+    if how == 'IMAGENETTE_DEBUG': monkeypatch.setenv(how, '1')
+    with pytest.raises(SystemExit) as e:
+        main([*(how if isinstance(how, list) else []), 'run', 'baseline', '--data', str(tmp_path/'nope')])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and 'Traceback (most recent call last)' in err and str(tmp_path/'nope') in err
 
 
 def test_incomplete_data_folder_is_reported_before_training(fake_imagenette, capsys, isolated_ledger):
@@ -90,6 +101,18 @@ def test_split_and_presize_reach_the_recipe(fake_imagenette, monkeypatch, isolat
     cfg = e.value.args[0]
     assert cfg.split == 'random' and cfg.subset['split'] == 'random' and 'random split' in str(cfg)
     assert cfg.presize == 460 and cfg.subset['presize'] == 460 and 'presize 460 px' in str(cfg)
+
+
+def test_seed_and_data_path_reach_the_run_and_sigterm_is_handled_only_during_it(fake_imagenette, monkeypatch):
+    seen, outside = [], signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(recipes, 'data_path_callbacks', lambda data_path=None: seen.append(data_path) or ('book', []))
+    def stand_in(cfg): raise Configured(cfg, signal.getsignal(signal.SIGTERM))
+    monkeypatch.setitem(recipes.RECIPES, 'baseline', Recipe(stand_in, 2))
+    with pytest.raises(Configured) as e:
+        main(['run', 'baseline', '--data', str(fake_imagenette), '--seed', '7', '--data-path', 'book'])
+    cfg, during = e.value.args
+    assert cfg.seed == 7 and seen and set(seen) == {'book'}
+    assert during is not outside and signal.getsignal(signal.SIGTERM) is outside  # the caller's handler is put back
 
 
 @pytest.mark.parametrize('options, epochs, size', [([], 1, 48), (['--epochs', '2'], 2, 48), (['--size', '40'], 1, 40)])
@@ -146,7 +169,6 @@ def test_run_all_runs_every_recipe_in_order_with_noisy_labels(fake_imagenette, t
                                                                isolated_ledger):
     "Every recipe, in chapter order, on 5% noisy training labels (one label changed in the tiny fake data)"
     write_noisy_csv(fake_imagenette, {'n01440764_0.JPEG': 'n03888257'})
-    monkeypatch.setenv('IMAGENETTE_CHECKPOINTS', str(tmp_path/'checkpoints'))
     main(['run', 'all', '--data', str(fake_imagenette), '--mode', 'quick', '--size', '32', '--bs', '8', '--epochs', '1',
           '--noise', '5'])
     out = capsys.readouterr().out
@@ -175,7 +197,6 @@ def test_quick_baseline_from_the_command_line(shared_data, tmp_path):
 
 
 def test_imagewoof_from_the_command_line(fake_imagewoof, tmp_path, monkeypatch, capsys, isolated_ledger):
-    monkeypatch.setenv('IMAGENETTE_CHECKPOINTS', str(tmp_path/'checkpoints'))
     main(['run', 'baseline', '--dataset', 'imagewoof', '--data', str(fake_imagewoof), '--mode', 'quick', '--size', '32',
           '--bs', '4', '--epochs', '1'])
     (rec,) = read_ledger()

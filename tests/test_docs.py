@@ -8,7 +8,7 @@ import pytest
 DOCS = Path(__file__).resolve().parents[1]/'docs'
 sys.path.insert(0, str(DOCS))
 from build_site import NotebookError, notebooks, page_name, process_notebook  # noqa: E402
-from check_site import chapter, documented_names  # noqa: E402
+from check_site import chapter, documented_names, formulas  # noqa: E402
 
 NBS = DOCS.parent/'nbs'
 
@@ -44,3 +44,18 @@ def test_home_page_then_chapters_by_file_name():
 def test_chapter_titles_and_api_names():
     assert chapter(NBS/'01_data.ipynb').title.startswith('Data')
     assert {'get_dls', 'RunConfig'} <= set(documented_names(DOCS.parent/'imagenette_course'/'data.py'))
+
+
+def test_reference_pages_list_each_parameters_docment():
+    "The comments beside the parameters (docments), which nbdev's show_doc shows, are on the reference pages too"
+    from conf import add_parameters
+    from imagenette_course.data import get_dls
+    lines = ['The docstring']
+    add_parameters(None, 'function', 'get_dls', get_dls, {}, lines)
+    assert lines[:3] == ['The docstring', '', ':param bs: batch size'] and ":param dataset: or 'imagewoof'" in lines
+    add_parameters(None, 'data', 'MODES', {}, {}, lines := [])
+    assert lines == []
+
+
+def test_the_notebooks_formulas_are_counted_outside_code():
+    assert len(formulas('The blend $\\lambda x_i$, and $$q = 1$$, not `$HOME` nor\n```\necho $A $B\n```')) == 2

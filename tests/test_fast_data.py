@@ -13,9 +13,10 @@ from fastai.vision.augment import Resize
 from fastai.vision.models.xresnet import xresnet18
 
 import imagenette_course.fast_data as fast_data
-from imagenette_course.data import get_dls
+from imagenette_course.data import CLASS_NAMES, get_dls
 from imagenette_course.fast_data import (DECODED, MAX_DECODED, DecodeOnce, StoreDL, clear_decoded, decoded_images,
-                                         pixel_key, store_dl, store_dls)
+                                         pixel_key, store_dl, store_dls, store_for)
+from conftest import fake_dataset
 from test_data import write_noisy_csv
 
 
@@ -58,6 +59,39 @@ def no_decoded_sets():
 
 
 def tiny_dls(path, **kwargs): return get_dls(**{'bs': 4, 'size': 32, 'path': path, 'num_workers': 0, **kwargs})
+
+
+def raw_images(dl):
+    "The images of `dl` in order, before the batch transforms, as its loader makes them"
+    return torch.cat([x for x, _ in dl.new(shuffle=False, drop_last=False, after_batch=[])])
+
+
+def test_the_store_holds_the_book_loaders_pictures(tmp_path):
+    "On photos that aren't square, where `Resize` crops: validation's pictures as the book's, training's centre crops"
+    dls = tiny_dls(fake_dataset(tmp_path/'wide', CLASS_NAMES, size=(60, 40)))
+    fast = store_dls(dls)
+    assert torch.equal(raw_images(fast.valid), raw_images(dls.valid))
+    with dls.train.dataset.set_split_idx(1): centre_crops = raw_images(dls.train)
+    assert torch.equal(raw_images(fast.train), centre_crops)
+
+
+def test_decoded_images_that_would_crowd_the_gpu_are_refused_with_the_fix(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'mem_get_info', lambda device=None: (2000, 4000))  # 2000 bytes free
+    batch = torch.zeros(2, 3, 10, 10, dtype=torch.uint8)  # 300 bytes an image
+    with pytest.raises(fast_data.NoRoom, match=r'over 50% of .* Fix: --data-path book'): store_for(4, batch, 'cuda')
+    assert store_for(4, batch, 'cpu').shape == (4, 3, 10, 10)
+
+
+def test_with_no_room_the_kept_sets_go_and_decoding_is_tried_once_more(fake_imagenette, monkeypatch):
+    store_dls(tiny_dls(fake_imagenette))
+    seen, real = [], fast_data.store_for
+    def full_the_first_time(n, x, device):
+        seen.append(len(DECODED))
+        if len(seen) == 1: raise fast_data.NoRoom('no room')
+        return real(n, x, device)
+    monkeypatch.setattr(fast_data, 'store_for', full_the_first_time)
+    other = store_dls(tiny_dls(fake_imagenette, presize=48))
+    assert seen[:2] == [1, 0] and list(DECODED.values()) == [(other.train.images, other.valid.images)]
 
 
 def test_the_same_items_and_item_transforms_share_one_store(fake_imagenette):

@@ -2,6 +2,7 @@
 import pytest
 import torch
 from fastcore.foundation import L
+from fastai.callback.fp16 import AMPMode, MixedPrecision
 from fastai.callback.schedule import fine_tune, fit_one_cycle
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
@@ -202,3 +203,12 @@ def test_speed_ups_add_it_on_a_gpu_only(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: True)
     assert FusedOptimizer in speed_ups()[0]
+
+
+@pytest.mark.parametrize('native, expected', [(True, AMPMode.BF16), (False, AMPMode.FP16)])
+def test_speed_ups_train_in_bfloat16_only_where_the_gpu_has_it(monkeypatch, native, expected):
+    # torch's default, including_emulation=True, says yes on a T4 too, which only emulates bfloat16
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: native or including_emulation)
+    [mp] = [cb for cb in speed_ups()[0] if issubclass(cb, MixedPrecision)]
+    assert mp().amp_mode == expected

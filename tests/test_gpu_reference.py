@@ -129,10 +129,15 @@ def test_a_run_whose_lane_was_stopped_after_recording_it_counts_as_finished(gpu_
     assert merged['results'][0]['accuracy'] == 0.8 and (tmp_path/'summary.json').is_file()
 
 
-def test_a_new_run_is_never_labelled_with_the_packaged_runs_commit(gpu_reference, monkeypatch, tmp_path):
+def test_a_new_run_is_never_labelled_with_the_packaged_runs_commit(gpu_reference, monkeypatch, tmp_path, capsys):
     s = summary([result('baseline', 0.8)])
     s['started'] = '2099-01-01T00:00:00+00:00'  # another run than the packaged one, without a commit
     del s['commit']
     monkeypatch.setattr(gpu_reference, 'SUMMARY', tmp_path/'summary.json')
+    for name in ('PACKAGED', 'README'):  # copies: should the check ever fail, it writes them, not the real ones
+        copy = tmp_path/getattr(gpu_reference, name).name
+        copy.write_text(getattr(gpu_reference, name).read_text())
+        monkeypatch.setattr(gpu_reference, name, copy)
     gpu_reference.SUMMARY.write_text(json.dumps(s))
-    with pytest.raises(SystemExit): gpu_reference.main([])
+    with pytest.raises(SystemExit) as e: gpu_reference.main([])
+    assert e.value.code == 2 and 'records no commit' in capsys.readouterr().err

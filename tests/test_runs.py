@@ -11,21 +11,17 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.vision.models.xresnet import xresnet18, xresnet50
 
 import imagenette_course.cli
+from conftest import fake_dataset
 import imagenette_course.recipes as recipes
 from imagenette_course.data import get_dls, run_config
-from imagenette_course.ledger import read_ledger
+from imagenette_course.data import CLASS_NAMES
+from imagenette_course.ledger import RunRecord, append_record, read_ledger
 from imagenette_course.recipes import recipe_config, run_recipe
 from imagenette_course.resume import Checkpoint, CheckpointError, RunError, resumable, run_key
+from imagenette_course.tta import fastai_tta
 
 EXE = os.path.join(os.path.dirname(sys.executable), 'imagenette-course')
 ARGS = ['--mode', 'quick', '--size', '32', '--bs', '8']  # 5 batches an epoch on the fake data's 40 images
-
-
-@pytest.fixture
-def checkpoints(tmp_path, monkeypatch):
-    path = tmp_path/'checkpoints'
-    monkeypatch.setenv('IMAGENETTE_CHECKPOINTS', str(path))
-    return path
 
 
 @pytest.fixture(autouse=True)
@@ -83,6 +79,16 @@ def test_a_fit_resumed_midway_shows_and_keeps_only_the_epochs_it_trains(fake_ima
         learn.fit(3)
     assert ck.state['fits'] == [[3, 3]] and len(ck.state['epochs']) == 3
     assert [len(v) for v in learn.recorder.values] == [2, 2]  # epochs 1 and 2: training and validation loss
+
+
+def test_tta_after_a_resumable_fit_is_not_taken_for_a_fit(fake_imagenette, checkpoints):
+    "`learn.tta` sends before_fit before it turns the epoch bar off: chapter 5's `fastai_tta` must not count as a fit"
+    dls = get_dls(bs=8, size=32, path=fake_imagenette, num_workers=0)
+    with resumable(Checkpoint(checkpoints/'fit.pt')) as ck:
+        learn = learner(dls, xresnet18)
+        with learn.no_logging(): learn.fit(1)
+        fastai_tta(learn, n=1)
+    assert ck.state['fits'] == [[1, 1]]
 
 
 def ctrl_c(): raise KeyboardInterrupt
@@ -217,21 +223,30 @@ def test_a_batch_larger_than_the_training_set_is_an_error_not_a_record(fake_imag
     assert not isolated_ledger.exists()
 
 
-@pytest.mark.parametrize('kind', ['folder', 'not a ledger', 'read-only folder'])
-def test_unwritable_ledger_is_found_before_training(fake_imagenette, tmp_path, monkeypatch, capsys, kind):
+def refuse_files_in(folder, monkeypatch):
+    "Creating files in `folder` fails as in a read-only folder (chmod can't show it: CI runs as root, who writes anyway)"
+    make = recipes.tempfile.NamedTemporaryFile
+    def refused(*args, dir=None, **kwargs):
+        if Path(dir) == folder: raise PermissionError(13, 'Permission denied')
+        return make(*args, dir=dir, **kwargs)
+    monkeypatch.setattr(recipes.tempfile, 'NamedTemporaryFile', refused)
+
+
+@pytest.mark.parametrize('kind', ['folder', 'not a ledger', 'read-only folder', 'read-only checkpoint folder'])
+def test_unwritable_ledger_or_checkpoints_are_found_before_training(fake_imagenette, tmp_path, monkeypatch, capsys,
+                                                                    checkpoints, kind):
     ledger = tmp_path/'out'/'ledger.jsonl'
+    named = {'read-only folder': ledger.parent, 'read-only checkpoint folder': checkpoints}.get(kind, ledger)  # in the message
     if kind == 'folder': ledger.mkdir(parents=True)
     elif kind == 'not a ledger':
         ledger.parent.mkdir(); ledger.write_text('name,accuracy\nmine,0.5\n')
-    else:
-        if os.geteuid() == 0: pytest.skip("root writes into read-only folders")
-        ledger.parent.mkdir(); ledger.parent.chmod(0o500)
-    def never(cfg): raise AssertionError("trained although the ledger can't be written")
+    else: refuse_files_in(named, monkeypatch)
+    def never(cfg): raise AssertionError("trained although the results can't be written")
     monkeypatch.setitem(recipes.RECIPES, 'baseline', recipes.Recipe(never, 2))
     with pytest.raises(SystemExit) as e:
         imagenette_course.cli.main(['run', 'baseline', '--data', str(fake_imagenette), '--ledger', str(ledger)])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and str(ledger) in err and 'Fix:' in err and 'Traceback' not in err
+    assert e.value.code == 2 and str(named) in err and 'Fix:' in err and 'Traceback' not in err
 
 
 def test_a_ledger_write_that_fails_after_training_keeps_the_result(fake_imagenette, checkpoints, isolated_ledger,
@@ -284,3 +299,32 @@ def test_a_setting_added_later_leaves_the_run_key_as_it_was_until_it_is_set():
     cfg = run_config('quick', epochs=1, size=32, bs=8, n_train=2, n_valid=1)
     assert run_key('two_fits', cfg) == 'two_fits-quick-5445a3866a68'  # appendix 91's run, as named before `presize`
     assert run_key('two_fits', replace(cfg, presize=64)) != run_key('two_fits', cfg)
+
+
+def recorded(recipe, run_id):
+    return RunRecord(recipe, 'quick', 'cpu', 40, 20, [32], 1, 0.5, 1.0, 42, 8, 3e-3, extra=dict(run_id=run_id))
+
+
+def test_a_checkpoint_is_finished_only_by_its_own_runs_record(checkpoints, isolated_ledger):
+    "A repeat of a recorded recipe, interrupted, resumes: the earlier run's record is not this run's"
+    ck = Checkpoint(checkpoints/'c.pt')
+    append_record(recorded('progressive', 'an-earlier-run'), isolated_ledger)
+    append_record(recorded('baseline', ck.state['uid']), isolated_ledger)
+    assert recipes.finished_record('progressive', ck, isolated_ledger) is None
+    append_record(recorded('progressive', ck.state['uid']), isolated_ledger)
+    assert recipes.finished_record('progressive', ck, isolated_ledger).extra['run_id'] == ck.state['uid']
+
+
+def test_a_checkpoint_belongs_to_one_data_folder_and_one_data_path(fake_imagenette, tmp_path, monkeypatch):
+    "The checkpoint's name: the same for one folder however it is named, another for another folder or data path"
+    names = []
+    def stand_in(cfg): raise KeyboardInterrupt
+    monkeypatch.setitem(recipes.RECIPES, 'baseline', recipes.Recipe(stand_in, 2))
+    monkeypatch.setattr(recipes, 'Checkpoint', lambda path: names.append(path.name) or Checkpoint(path))
+    other = fake_dataset(tmp_path/'other', CLASS_NAMES)
+    monkeypatch.chdir(fake_imagenette.parent)
+    for folder, data_path in [(fake_imagenette, 'book'), (fake_imagenette.name, 'book'), (other, 'book'),
+                              (fake_imagenette, 'fast')]:
+        with pytest.raises(KeyboardInterrupt): run_recipe('baseline', 'quick', data_path=data_path, path=str(folder))
+    absolute, relative, elsewhere, fast = names[::2]  # run_recipe and the training each open it
+    assert absolute == relative and len({absolute, elsewhere, fast}) == 3

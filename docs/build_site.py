@@ -1,8 +1,11 @@
 """Build the course website into `_site/` from the committed notebooks, with Sphinx and myst-nb.
 
 The notebooks are not executed: their committed outputs are rendered. Each `nbs/[0-9]*.ipynb` is copied into
-`_sphinx/src/` with nbdev plumbing removed (hidden cells, `#|` directive lines, nbval markers), `00_index.ipynb`
-becomes the home page, and one API reference page per module of the package is generated for Sphinx autodoc.
+`_sphinx/src/` with nbdev plumbing removed (hidden cells, `#|` directive lines, nbval markers), named as nbdev names
+its pages (`01_data.ipynb` is `data.html`, `00_index.ipynb` the home page `index.html`), so that the `Docs:` link
+nbdev writes in each module's docstring and the links of `_modidx.py` find them; beside each page, its Markdown
+(`data.html.md`), which is what those `Docs:` links name. One API reference page per module of the package is
+generated for Sphinx autodoc.
 Any Sphinx warning fails the build, so a notebook that can't be rendered stops it with a message naming the file.
 
 Usage: python docs/build_site.py [--nbs DIR] [--out DIR]
@@ -12,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 from fastcore.nbio import read_nb, write_nb
+from nbdev.config import nbpath2html
 from nbdev.process import NBProcessor
 from nbdev.processors import clean_magics, filter_stream_, hide_, hide_line
 from sphinx.cmd.build import build_main
@@ -32,12 +36,12 @@ def notebooks(nbs_dir):
 
 
 def page_name(nb_path):
-    "The site page a notebook becomes: the home notebook is the site's index"
-    return 'index' if Path(nb_path).name == HOME_NB else Path(nb_path).stem
+    "The site page a notebook becomes, named as nbdev names it: without the number, so `00_index` is the home page"
+    return nbpath2html(Path(nb_path).name).stem
 
 
 _re_nbval = re.compile(r'^#\s*NBVAL_\w+[ \t]*\n?', re.MULTILINE)
-_re_home_link = re.compile(rf'\]\({re.escape(HOME_NB)}')
+_re_nb_link = re.compile(r'\]\((\d+[a-zA-Z0-9]*_\w+)\.ipynb')
 
 
 def strip_nbval_markers(cell):
@@ -45,9 +49,10 @@ def strip_nbval_markers(cell):
     if cell.cell_type == 'code': cell.source = _re_nbval.sub('', cell.source)
 
 
-def link_home(cell):
-    "Point markdown links at the home notebook to its page, which is `index`"
-    if cell.cell_type == 'markdown': cell.source = _re_home_link.sub('](index.ipynb', cell.source)
+def link_pages(cell):
+    "Point markdown links at another notebook to its page's source, named by `page_name`"
+    if cell.cell_type == 'markdown':
+        cell.source = _re_nb_link.sub(lambda m: f']({page_name(m[1])}.ipynb', cell.source)
 
 
 # Each notebook links to itself in Colab with Colab's badge image. The site shows a copy of that badge from its own
@@ -68,7 +73,7 @@ def drop_empty(cell):
 
 # nbdev's own processors first, so that `hide`, `hide_line` and `filter_stream` act as on nbdev's Quarto site.
 # `#| export` cells stay: in this course they are the code being taught.
-PROCESSORS = [hide_, hide_line, filter_stream_, clean_magics, strip_nbval_markers, link_home, local_colab_badge,
+PROCESSORS = [hide_, hide_line, filter_stream_, clean_magics, strip_nbval_markers, link_pages, local_colab_badge,
               drop_empty]
 
 
@@ -84,6 +89,30 @@ def process_notebook(nb_path, dest):
     nb = NBProcessor(nb=read_valid(nb_path), procs=PROCESSORS, rm_directives=True, process=True).nb
     write_nb(nb, dest)
     return nb
+
+
+def _text(value):
+    "A notebook field's text, stored as one string or as a list of lines"
+    return ''.join(value) if isinstance(value, list) else value
+
+
+def output_text(output):
+    "What an output shows as text: a stream, or a result's plain text when it has no richer form (a table, a figure)"
+    if output.get('output_type') == 'stream': return _text(output['text'])
+    data = output.get('data', {})
+    return '' if set(data) - {'text/plain'} else _text(data.get('text/plain', ''))
+
+
+def as_markdown(nb):
+    "A processed notebook as Markdown: its text, its code, and its outputs that are text"
+    parts = []
+    for cell in nb.cells:
+        if cell.cell_type == 'markdown': parts.append(cell.source)
+        if cell.cell_type != 'code': continue
+        if cell.source.strip(): parts.append(f"```python\n{cell.source}\n```")
+        shown = ''.join(output_text(o) for o in cell.get('outputs', [])).rstrip()
+        if shown: parts.append(f"```\n{shown}\n```")
+    return '\n\n'.join(parts) + '\n'
 
 
 def toctree(caption, pages):
@@ -104,10 +133,10 @@ def write_api_page(module, dest):
 
 
 def write_sources(nbs_dir, src):
-    "Fill the Sphinx source folder `src`: processed notebooks, API pages, and the sidebar on the home page"
+    "Fill the Sphinx source folder `src` (notebooks, API pages, the home page's sidebar); {page: its Markdown}"
     nbs = notebooks(nbs_dir)
     if not any(nb.name == HOME_NB for nb in nbs): raise NotebookError(f"{nbs_dir}: no {HOME_NB} for the home page")
-    for nb_path in nbs: process_notebook(nb_path, src/f'{page_name(nb_path)}.ipynb')
+    markdown = {page_name(p): as_markdown(process_notebook(p, src/f'{page_name(p)}.ipynb')) for p in nbs}
     shutil.copy(DOCS/LOCAL_BADGE, src/LOCAL_BADGE)
     (src/'api').mkdir()
     mods = modules(ROOT/PACKAGE)
@@ -117,6 +146,7 @@ def write_sources(nbs_dir, src):
         toctree('Chapters', [page_name(p) for p in nbs if p.name != HOME_NB]) + '\n\n' +
         toctree('API reference', [f'api/{m}' for m in mods])))
     write_nb(home, src/'index.ipynb')
+    return markdown
 
 
 def build(nbs_dir, out):
@@ -125,12 +155,14 @@ def build(nbs_dir, out):
     for d in (WORK, out): shutil.rmtree(d, ignore_errors=True)
     src, html = WORK/'src', WORK/'html'
     src.mkdir(parents=True)
-    write_sources(nbs_dir, src)
+    markdown = write_sources(nbs_dir, src)
     # -W: a warning (an output that can't be rendered, a broken link, a module that won't import) fails the build.
     status = build_main(['-b', 'html', '-W', '--keep-going', '-q', '-c', str(DOCS), '-d', str(WORK/'doctrees'),
                          str(src), str(html)])
     # Built inside WORK, because myst-nb writes a `jupyter_execute/` folder beside the output folder.
-    if status == 0: shutil.move(html, out)
+    if status == 0:
+        shutil.move(html, out)
+        for page, text in markdown.items(): (out/f'{page}.html.md').write_text(text)
     return status
 
 

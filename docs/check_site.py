@@ -3,7 +3,9 @@
 Serves `_site/` on a free loopback port and opens every page reachable from the home page: none may log a console
 error or fail a request, every image must decode, and every internal link (anchors included) must resolve. Each
 notebook's page must exist and show the notebook's H1 title, its figures, its formulas drawn (no raw `$$`), and no
-nbdev plumbing (`#|` lines, nbval markers). Screenshots of the home page and the first chapter go to `_site_check/`; their paths are printed.
+nbdev plumbing (`#|` lines, nbval markers). The links nbdev writes into the package (`Docs:` lines, `_modidx.py`)
+must name files of the site. Screenshots of the home page and the first chapter go to `_site_check/`; their paths
+are printed.
 
 Usage: python docs/check_site.py [--site DIR] [--nbs DIR] [--shots DIR]
 """
@@ -196,6 +198,21 @@ def api_problems(base, module, reports):
             for name in documented_names(ROOT/PACKAGE/f'{module}.py') if f'{PACKAGE}.{module}.{name}' not in ids]
 
 
+def nbdev_link_problems(site):
+    "Links nbdev writes into the package (each module's `Docs:` line, `_modidx.py`) that name no file of the site"
+    from imagenette_course._modidx import d as modidx
+    problems = []
+    for module in modules(ROOT/PACKAGE):
+        doc = ast.get_docstring(ast.parse((ROOT/PACKAGE/f'{module}.py').read_text())) or ''
+        url = next((line[5:].strip() for line in doc.splitlines() if line.startswith('Docs:')), None)
+        if url is None: problems.append(f'{PACKAGE}.{module}: no Docs: link in its docstring (nbdev writes one)')
+        elif not (site/url.rsplit('/', 1)[-1]).is_file():
+            problems.append(f'{PACKAGE}.{module}: Docs: {url} is not on the site')
+    pages = {link.split('#')[0] for syms in modidx['syms'].values() for link, _ in syms.values()}
+    return problems + [f'_modidx.py links to {page}, which is not on the site' for page in sorted(pages)
+                       if not (site/page).is_file()]
+
+
 def check(site, nbs, shots):
     "All problems found on the site, after saving the screenshots; prints what it visits"
     chapters = [chapter(nb) for nb in notebooks(nbs)]
@@ -208,6 +225,7 @@ def check(site, nbs, shots):
         problems += [p for c in chapters for p in chapter_problems(base, c, reports)]
         problems += [p for m in modules(ROOT/PACKAGE) for p in api_problems(base, m, reports)]
         problems += link_problems(page, base, reports)
+        problems += nbdev_link_problems(Path(site))
         print(f'checked {len(reports)} pages ({len(chapters)} notebooks) at {base}')
         save_screenshots(page, base, chapters[:2], shots)
         browser.close()

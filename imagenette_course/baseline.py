@@ -95,7 +95,7 @@ def full_mode_lines(*recipes:str,       # recipes to show (default: every one th
                     noise:int|None=0,   # only runs on this % of noisy labels (`None`: all)
                     split:str|None='official', # only runs on this split (`None`: all)
                     with_presize:bool=False):  # also the runs given a presize (the GPU check's `Resize(460)` run)
-    "The committed GPU run's results for `recipes` as printable lines, each followed by the book's number if it has one"
+    "The committed GPU run's results for `recipes` as printable lines, each result followed by the book's number if it has one"
     run = full_mode_run()
     if run is None: return ["No full-mode GPU run is committed yet: `make gpu-check` on a GPU makes one."]
     unknown = set(recipes) - {r['recipe'] for r in run['runs']}
@@ -111,7 +111,7 @@ def full_mode_lines(*recipes:str,       # recipes to show (default: every one th
         lines.append(f"  {run_name(r):26} {f'{acc:7.2%}' if acc is not None else '      -'}  {_result_words(r)}"
                      + (f" (centre crop {r['accuracy']:.2%})" if r['recipe'] == 'tta' and acc is not None else ''))
         book = book_accuracy(r['recipe']) if not r['noise'] else None  # the split and presize runs each test a difference to it
-        if book: lines.append(f"    {'the book':24} {book:7.2%}  {BOOK}")
+        if book and acc is not None: lines.append(f"    {'the book':24} {book:7.2%}  {BOOK}")
     return lines
 
 # %% ../nbs/02_baseline.ipynb #f17691cf

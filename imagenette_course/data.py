@@ -129,8 +129,10 @@ def device_name():
     return f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else 'cpu'
 
 def get_mode(mode=None):
-    "`mode` if given, else `$IMAGENETTE_MODE`, else 'full' on a GPU and 'quick' on a CPU"
-    mode = mode or os.environ.get('IMAGENETTE_MODE') or ('full' if torch.cuda.is_available() else 'quick')
+    "`mode` if given, else `$IMAGENETTE_MODE`, else 'quick' in a test run (`$IN_TEST`) or on a CPU, 'full' on a GPU"
+    # IN_TEST: nbdev-test and nbval run every notebook at once, which only quick mode's sizes are meant for
+    full = torch.cuda.is_available() and not os.environ.get('IN_TEST')
+    mode = mode or os.environ.get('IMAGENETTE_MODE') or ('full' if full else 'quick')
     if mode not in MODES: raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)} (IMAGENETTE_MODE or --mode)")
     return mode
 
@@ -258,8 +260,10 @@ def shorter_side(files,   # image files
 
 def default_presize(size,        # the training size, in px
                     source_size): # the images' typical shorter side on disk, in px
-    "The book's presize for `size` px (460 at 224), but no larger than `source_size`, the images' shorter side"
-    return max(size, min(round(size * BOOK_PRESIZE / BOOK_SIZE), source_size))
+    "The book's presize for `size` px (460 at 224); on images of the book's 224 px or less, at most their shorter side"
+    book = round(size * BOOK_PRESIZE / BOOK_SIZE)
+    # the book's photos are larger than the size it trains at; a copy already shrunk to it has no pixels to spare
+    return book if source_size > BOOK_SIZE else max(size, min(book, source_size))
 
 # %% ../nbs/01_data.ipynb #73e76048
 NOISE_LEVELS = (0, 1, 5, 25, 50)

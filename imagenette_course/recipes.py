@@ -31,7 +31,7 @@ from .sota import SOTA_SETTINGS, sota
 from .ledger import RunRecord, append_record, comparison_table, ledger_path, read_ledger
 from .resume import Checkpoint, RunError, checkpoint_dir, default_callbacks, resumable, run_key
 from .distributed import speed_ups, wait_for_every_process
-from .fast_data import DecodeOnce
+from .fast_data import DecodeOnce, StoreDL
 
 # %% ../nbs/93_recipes.ipynb #9920c693
 @dataclass
@@ -190,7 +190,9 @@ def run_recipe(name,            # a recipe of `RECIPES`
     start = time.perf_counter()
     acc = float(learn.validate()[1])  # on the validation set of the final size, by the finished model
     extra = dict(seconds_per_epoch=seconds_per_epoch(ck.state['epochs']), presize=presize(learn.dls),
-                 run_id=ck.state['uid'], reused_training=reused, data_path=data_path)
+                 run_id=ck.state['uid'], reused_training=reused,
+                 # the one the last fit used: where the images don't fit, the fast path's fit keeps the book's loaders
+                 data_path='fast' if isinstance(learn.dls.train, StoreDL) else 'book')
     if recipe.evaluate: extra.update(recipe.evaluate(learn))
     dls = learn.dls
     record = RunRecord(name, cfg.mode, device_name(), len(dls.train_ds), len(dls.valid_ds), sizes_trained(ck.state['epochs']),

@@ -136,10 +136,13 @@ def test_normalize_is_optional(fake_imagenette):
 
 def test_mode_switch(monkeypatch):
     monkeypatch.delenv('IMAGENETTE_MODE', raising=False)
+    monkeypatch.delenv('IN_TEST', raising=False)
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     assert get_mode() == 'quick'
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     assert get_mode() == 'full'
+    monkeypatch.setenv('IN_TEST', '1')  # nbdev-test's, on a GPU machine: still quick
+    assert get_mode() == 'quick'
     monkeypatch.setenv('IMAGENETTE_MODE', 'quick')
     assert get_mode() == 'quick' and get_mode('full') == 'full'
     with pytest.raises(ValueError, match='unknown mode'): get_mode('fast')
@@ -180,8 +183,8 @@ def presize_of(dls): return [t.size for t in dls.train.after_item.fs if type(t).
 
 
 def test_full_size_photos_get_the_books_presize(tmp_path):
-    "Non-square photos larger than 460 px: the book's Resize(460) for 224 px; no upsampling of small images"
-    photos = fake_dataset(tmp_path/'photos', CLASS_NAMES, size=(640, 480))
+    "Photos of Imagenette's usual size, 500 × 375: the book's Resize(460) for 224 px; no upsampling of small images"
+    photos = fake_dataset(tmp_path/'photos', CLASS_NAMES, size=(500, 375))
     dls = get_dls(bs=4, size=224, path=photos, n_train=1, n_valid=1, num_workers=0)
     assert presize_of(dls) == (460, 460) and dls.one_batch()[0].shape[-2:] == (224, 224)
     small = fake_dataset(tmp_path/'small', CLASS_NAMES, size=(300, 200))

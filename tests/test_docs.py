@@ -7,7 +7,7 @@ import pytest
 
 DOCS = Path(__file__).resolve().parents[1]/'docs'
 sys.path.insert(0, str(DOCS))
-from build_site import NotebookError, notebooks, page_name, process_notebook  # noqa: E402
+from build_site import NotebookError, as_markdown, notebooks, page_name, process_notebook  # noqa: E402
 from check_site import chapter, documented_names, formulas  # noqa: E402
 
 NBS = DOCS.parent/'nbs'
@@ -22,12 +22,12 @@ def write_notebook(path, *cells):
 def test_plumbing_is_stripped(tmp_path):
     src = write_notebook(tmp_path/'01_demo.ipynb',
         nbformat.v4.new_code_cell('#| default_exp demo'),
-        nbformat.v4.new_markdown_cell('# Demo\n\n> A demo. Back [home](00_index.ipynb#chapters).'),
+        nbformat.v4.new_markdown_cell('# Demo\n\n> Back [home](00_index.ipynb#chapters), on to [the CLI](94_cli.ipynb).'),
         nbformat.v4.new_code_cell('#| export\ndef f(x): return x'),
         nbformat.v4.new_code_cell('# NBVAL_CHECK_OUTPUT\nf(1)'),
         nbformat.v4.new_code_cell('#| hide\nimport nbdev; nbdev.nbdev_export()'))
     nb = process_notebook(src, tmp_path/'out.ipynb')
-    assert [c.source for c in nb.cells] == ['# Demo\n\n> A demo. Back [home](index.ipynb#chapters).',
+    assert [c.source for c in nb.cells] == ['# Demo\n\n> Back [home](index.ipynb#chapters), on to [the CLI](cli.ipynb).',
                                            'def f(x): return x', 'f(1)']
 
 
@@ -38,7 +38,9 @@ def test_invalid_notebook_fails_naming_it(tmp_path):
 
 
 def test_home_page_then_chapters_by_file_name():
-    assert [page_name(p) for p in notebooks(NBS)][:3] == ['index', '01_data', '02_baseline']
+    "Named as nbdev names them, so that the `Docs:` links nbdev writes into the package find them"
+    assert [page_name(p) for p in notebooks(NBS)][:3] == ['index', 'data', 'baseline']
+    assert page_name(NBS/'92a_fast_data.ipynb') == 'fast_data'
 
 
 def test_chapter_titles_and_api_names():
@@ -59,3 +61,15 @@ def test_reference_pages_list_each_parameters_docment():
 
 def test_the_notebooks_formulas_are_counted_outside_code():
     assert len(formulas('The blend $\\lambda x_i$, and $$q = 1$$, not `$HOME` nor\n```\necho $A $B\n```')) == 2
+
+
+def test_a_pages_markdown_has_its_text_code_and_text_outputs(tmp_path):
+    "The `.html.md` beside each page, which nbdev's `Docs:` links name: no progress bars or figures, which aren't text"
+    out = lambda otype, **kw: nbformat.v4.new_output(otype, **kw)
+    src = write_notebook(tmp_path/'02_demo.ipynb', nbformat.v4.new_markdown_cell('# Demo'),
+        nbformat.v4.new_code_cell('print(1)\nlearn.fit(1)', outputs=[out('stream', name='stdout', text='1\n'),
+            out('display_data', data={'text/html': '<progress>', 'text/plain': '<IPython.core.display.HTML object>'})]),
+        nbformat.v4.new_code_cell('plt.plot()', outputs=[out('display_data', data={'image/png': 'iVBOR',
+                                                                                   'text/plain': '<Figure>'})]))
+    assert as_markdown(process_notebook(src, tmp_path/'out.ipynb')) == (
+        '# Demo\n\n```python\nprint(1)\nlearn.fit(1)\n```\n\n```\n1\n```\n\n```python\nplt.plot()\n```\n')

@@ -94,6 +94,18 @@ def test_with_no_room_the_kept_sets_go_and_decoding_is_tried_once_more(fake_imag
     assert seen[:2] == [1, 0] and list(DECODED.values()) == [(other.train.images, other.valid.images)]
 
 
+def no_room(n, x, device): raise fast_data.NoRoom("the decoded images would crowd the GPU. Fix: --data-path book")
+
+
+def test_a_fit_whose_images_do_not_fit_keeps_the_books_loaders_and_says_why(fake_imagenette, monkeypatch, capsys):
+    monkeypatch.setattr(fast_data, 'store_for', no_room)
+    dls = tiny_dls(fake_imagenette)
+    learn = Learner(dls, xresnet18(n_out=dls.c), cbs=DecodeOnce())
+    with learn.no_bar(), learn.no_logging(): learn.fit(1)
+    assert learn.dls is dls and "would crowd the GPU. Fix: --data-path book. This fit uses the book's loaders instead" \
+        in capsys.readouterr().out
+
+
 def test_the_same_items_and_item_transforms_share_one_store(fake_imagenette):
     "Baseline and normalized differ only in batch transforms (and here batch size): one decode, the same tensors"
     a, b = store_dls(tiny_dls(fake_imagenette)), store_dls(tiny_dls(fake_imagenette, bs=8, normalize=False))

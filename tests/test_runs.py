@@ -11,7 +11,9 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.vision.models.xresnet import xresnet18, xresnet50
 
 import imagenette_course.cli
+import imagenette_course.fast_data as fast_data
 from conftest import fake_dataset
+from test_fast_data import no_room
 import imagenette_course.recipes as recipes
 from imagenette_course.data import get_dls, run_config
 from imagenette_course.data import CLASS_NAMES
@@ -328,3 +330,12 @@ def test_a_checkpoint_belongs_to_one_data_folder_and_one_data_path(fake_imagenet
         with pytest.raises(KeyboardInterrupt): run_recipe('baseline', 'quick', data_path=data_path, path=str(folder))
     absolute, relative, elsewhere, fast = names[::2]  # run_recipe and the training each open it
     assert absolute == relative and len({absolute, elsewhere, fast}) == 3
+
+
+@pytest.mark.parametrize('room', [True, False])
+def test_the_record_names_the_data_path_the_run_used(fake_imagenette, monkeypatch, room):
+    "Asked for the fast path, a run whose images don't fit trains on the book's loaders, and its record says so"
+    if not room: monkeypatch.setattr(fast_data, 'store_for', no_room)
+    try: rec = run_recipe('baseline', 'quick', data_path='fast', path=str(fake_imagenette), epochs=1, size=32, bs=8)
+    finally: fast_data.clear_decoded()
+    assert rec.extra['data_path'] == ('fast' if room else 'book')

@@ -103,11 +103,14 @@ def output_text(output):
     return '' if set(data) - {'text/plain'} else _text(data.get('text/plain', ''))
 
 
+_re_page_link = re.compile(r'\]\((\w+)\.ipynb')  # a link between pages, once `link_pages` has named them
+
+
 def as_markdown(nb):
     "A processed notebook as Markdown: its text, its code, and its outputs that are text"
     parts = []
     for cell in nb.cells:
-        if cell.cell_type == 'markdown': parts.append(cell.source)
+        if cell.cell_type == 'markdown': parts.append(_re_page_link.sub(r'](\1.html', cell.source))
         if cell.cell_type != 'code': continue
         if cell.source.strip(): parts.append(f"```python\n{cell.source}\n```")
         shown = ''.join(output_text(o) for o in cell.get('outputs', [])).rstrip()

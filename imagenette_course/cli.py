@@ -59,8 +59,8 @@ def make_parser():
     run.add_argument('--bs', type=whole_number(2, why=" (batch norm trains on two images at least)"),
                      help="batch size (default: the mode's)")
     run.add_argument('--presize', type=whole_number(MIN_SIZE),
-                     help="item resize before augmentation, in px (default: the book's 460 at 224 px, scaled to --size, "
-                          "no larger than the images)")
+                     help="item resize before augmentation, in px (default: the book's 460 at 224 px, scaled to --size; "
+                          "on images of 224 px or less, no larger than they are)")
     run.add_argument('--seed', type=whole_number(0, 2**32 - 1, why=" (numpy's seeds)"), help="random seed (default 42)")
     run.add_argument('--data-path', choices=DATA_PATH_NAMES,
                      help="fast: decode every image once and augment on the GPU (appendix 92a); book: the book's "

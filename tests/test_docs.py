@@ -66,10 +66,10 @@ def test_the_notebooks_formulas_are_counted_outside_code():
 def test_a_pages_markdown_has_its_text_code_and_text_outputs(tmp_path):
     "The `.html.md` beside each page, which nbdev's `Docs:` links name: no progress bars or figures, which aren't text"
     out = lambda otype, **kw: nbformat.v4.new_output(otype, **kw)
-    src = write_notebook(tmp_path/'02_demo.ipynb', nbformat.v4.new_markdown_cell('# Demo'),
+    src = write_notebook(tmp_path/'02_demo.ipynb', nbformat.v4.new_markdown_cell('# Demo, after [data](01_data.ipynb#x)'),
         nbformat.v4.new_code_cell('print(1)\nlearn.fit(1)', outputs=[out('stream', name='stdout', text='1\n'),
             out('display_data', data={'text/html': '<progress>', 'text/plain': '<IPython.core.display.HTML object>'})]),
         nbformat.v4.new_code_cell('plt.plot()', outputs=[out('display_data', data={'image/png': 'iVBOR',
                                                                                    'text/plain': '<Figure>'})]))
     assert as_markdown(process_notebook(src, tmp_path/'out.ipynb')) == (
-        '# Demo\n\n```python\nprint(1)\nlearn.fit(1)\n```\n\n```\n1\n```\n\n```python\nplt.plot()\n```\n')
+        '# Demo, after [data](data.html#x)\n\n```python\nprint(1)\nlearn.fit(1)\n```\n\n```\n1\n```\n\n```python\nplt.plot()\n```\n')

@@ -76,7 +76,7 @@ def test_the_store_holds_the_book_loaders_pictures(tmp_path):
 
 
 def test_decoded_images_that_would_crowd_the_gpu_are_refused_with_the_fix(monkeypatch):
-    monkeypatch.setattr(torch.cuda, 'mem_get_info', lambda device=None: (2000, 4000))  # 2000 bytes free
+    monkeypatch.setattr(fast_data, 'free_memory', lambda device: 2000)
     batch = torch.zeros(2, 3, 10, 10, dtype=torch.uint8)  # 300 bytes an image
     with pytest.raises(fast_data.NoRoom, match=r'over 50% of .* Fix: --data-path book'): store_for(4, batch, 'cuda')
     assert store_for(4, batch, 'cpu').shape == (4, 3, 10, 10)
@@ -97,13 +97,31 @@ def test_with_no_room_the_kept_sets_go_and_decoding_is_tried_once_more(fake_imag
 def no_room(n, x, device): raise fast_data.NoRoom("the decoded images would crowd the GPU. Fix: --data-path book")
 
 
-def test_a_fit_whose_images_do_not_fit_keeps_the_books_loaders_and_says_why(fake_imagenette, monkeypatch, capsys):
-    monkeypatch.setattr(fast_data, 'store_for', no_room)
+def test_loaders_whose_images_do_not_fit_are_used_as_the_books_and_not_tried_again(fake_imagenette, monkeypatch, capsys):
+    tries = []
+    def counted(n, x, device): tries.append(n); no_room(n, x, device)
+    monkeypatch.setattr(fast_data, 'store_for', counted)
     dls = tiny_dls(fake_imagenette)
     learn = Learner(dls, xresnet18(n_out=dls.c), cbs=DecodeOnce())
-    with learn.no_bar(), learn.no_logging(): learn.fit(1)
-    assert learn.dls is dls and "would crowd the GPU. Fix: --data-path book. This fit uses the book's loaders instead" \
-        in capsys.readouterr().out
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1)
+        learn.validate()  # sends before_fit too
+    assert learn.dls is dls and len(tries) == 1
+    assert capsys.readouterr().out.count("Fix: --data-path book. Going on with the book's loaders.") == 1
+
+
+def test_the_room_on_a_gpu_counts_what_pytorch_holds_but_does_not_use(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'mem_get_info', lambda device=None: (2000, 4000))
+    monkeypatch.setattr(torch.cuda, 'memory_reserved', lambda device=None: 1500)  # kept by the caching allocator
+    monkeypatch.setattr(torch.cuda, 'memory_allocated', lambda device=None: 500)
+    assert fast_data.free_memory('cuda') == 2000 + 1500 - 500
+
+
+def test_every_batch_lands_in_its_place(fake_imagenette):
+    "Decoded a few at a time, the images fill the one tensor in the loader's order"
+    dls = tiny_dls(fake_imagenette)
+    images, labels = fast_data.decode_once(dls.valid, bs=3)  # 20 images: 7 batches, the last of 2
+    assert torch.equal(images, raw_images(dls.valid)) and len(labels) == len(dls.valid_ds)
 
 
 def test_the_same_items_and_item_transforms_share_one_store(fake_imagenette):

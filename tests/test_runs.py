@@ -229,7 +229,7 @@ def refuse_files_in(folder, monkeypatch):
     "Creating files in `folder` fails as in a read-only folder (chmod can't show it: CI runs as root, who writes anyway)"
     make = recipes.tempfile.NamedTemporaryFile
     def refused(*args, dir=None, **kwargs):
-        if Path(dir) == folder: raise PermissionError(13, 'Permission denied')
+        if dir is not None and Path(dir) == folder: raise PermissionError(13, 'Permission denied')
         return make(*args, dir=dir, **kwargs)
     monkeypatch.setattr(recipes.tempfile, 'NamedTemporaryFile', refused)
 

@@ -10,14 +10,16 @@ Any Sphinx warning fails the build, so a notebook that can't be rendered stops i
 
 Usage: python docs/build_site.py [--nbs DIR] [--out DIR]
 """
-import argparse, re, shutil, sys
+import argparse, importlib, re, shutil, sys
+from functools import reduce
 from pathlib import Path
 
 import nbformat
 from fastcore.nbio import read_nb, write_nb
 from nbdev.config import nbpath2html
-from nbdev.process import NBProcessor
-from nbdev.processors import clean_magics, filter_stream_, hide_, hide_line
+from nbdev.process import NBProcessor, Processor
+from nbdev.processors import _def_names, _want_doc, clean_magics, filter_stream_, hide_, hide_line, mk_cell
+from nbdev.showdoc import MarkdownRenderer
 from sphinx.cmd.build import build_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,9 +73,51 @@ def drop_empty(cell):
     if cell.cell_type == 'code' and not cell.source.strip() and not cell.get('outputs'): del cell['source']
 
 
+_re_heading = re.compile(r'^(#{1,6}) ', re.MULTILINE)
+
+
+def heading_levels(markdown):
+    "The level of each heading in `markdown`, in order"
+    return [len(m[1]) for m in _re_heading.finditer(re.sub(r'```.*?```', '', markdown, flags=re.DOTALL))]
+
+
+def documented(link):
+    "Whether `_modidx.py`'s `link` names a documented name: not private (`_x`), as nbdev chooses (dunders are)"
+    return not any(part.startswith('_') and not part.startswith('__') for part in link.split('#')[1].split('.'))
+
+
+def export_doc(module, name, modidx, level):
+    "`name` of `module` in Markdown as nbdev's `show_doc` shows it, under a heading of `level`; anchors for its methods"
+    obj = reduce(getattr, name.split('.'), module)
+    body = MarkdownRenderer(obj)._repr_markdown_()
+    if isinstance(obj, type): body = body.replace('def ', 'class ', 1)  # nbdev 3 writes `def` for classes too
+    prefix = f'{module.__name__}.{name}.'
+    methods = [link.split('#')[1] for sym, (link, _) in modidx['syms'].get(module.__name__, {}).items()
+               if sym.startswith(prefix) and documented(link)]
+    # The heading's own anchor is `name` in lower case, as in `_modidx`; a method's link lands on its class.
+    return '\n'.join([f'{"#" * level} {name}', '', *[f'<span id="{m}"></span>' for m in methods], '', body])
+
+
+class document_exports(Processor):
+    "After each `#| export` cell, its public names documented as on an nbdev site, where `_modidx.py` links point"
+    def begin(self):
+        from imagenette_course._modidx import d as modidx
+        cells = self.nb.cells
+        exp = next((c.directives_['default_exp'] for c in cells if 'default_exp' in c.directives_), None)
+        if exp is None: return
+        try: module = importlib.import_module(f'{PACKAGE}.{exp.strip()}')
+        except ImportError as e: raise NotebookError(f"its module can't be imported ({e}): run nbdev-export") from e
+        docs, level = {}, 1
+        for i, cell in enumerate(cells):
+            if cell.cell_type == 'markdown': level = ([level] + heading_levels(cell.source))[-1]
+            # nbdev's own choice of what to document: its `add_show_docs` picks these cells and names
+            if _want_doc(cell): docs[i] = [export_doc(module, nm, modidx, level + 1) for nm in _def_names(cell, set())]
+        for i in reversed(docs): cells[i+1:i+1] = [mk_cell(doc, 'markdown') for doc in docs[i]]
+
+
 # nbdev's own processors first, so that `hide`, `hide_line` and `filter_stream` act as on nbdev's Quarto site.
 # `#| export` cells stay: in this course they are the code being taught.
-PROCESSORS = [hide_, hide_line, filter_stream_, clean_magics, strip_nbval_markers, link_pages, local_colab_badge,
+PROCESSORS = [document_exports, hide_, hide_line, filter_stream_, clean_magics, strip_nbval_markers, link_pages, local_colab_badge,
               drop_empty]
 
 
@@ -86,7 +130,8 @@ def read_valid(nb_path):
 
 def process_notebook(nb_path, dest):
     "Write `nb_path` to `dest` as readers see it: without hidden cells, directive lines and test markers"
-    nb = NBProcessor(nb=read_valid(nb_path), procs=PROCESSORS, rm_directives=True, process=True).nb
+    try: nb = NBProcessor(nb=read_valid(nb_path), procs=PROCESSORS, rm_directives=True, process=True).nb
+    except NotebookError as e: raise NotebookError(f"{nb_path}: {e}") from e
     write_nb(nb, dest)
     return nb
 

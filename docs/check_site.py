@@ -20,7 +20,7 @@ from urllib.parse import unquote, urldefrag, urljoin
 import nbformat
 from playwright.sync_api import sync_playwright
 
-from build_site import PACKAGE, ROOT, modules, notebooks, page_name
+from build_site import PACKAGE, ROOT, documented, modules, notebooks, page_name
 
 # Every chapter page links to its notebook in Colab (the notebook's Open in Colab badge).
 COLAB = 'https://colab.research.google.com/github/imagenette-course/imagenette_course/blob/main/nbs/'
@@ -199,7 +199,7 @@ def api_problems(base, module, reports):
 
 
 def nbdev_link_problems(site):
-    "Links nbdev writes into the package (each module's `Docs:` line, `_modidx.py`) that name no file of the site"
+    "Links nbdev writes into the package (each module's `Docs:` line, `_modidx.py`) that name no page or anchor of the site"
     from imagenette_course._modidx import d as modidx
     problems = []
     for module in modules(ROOT/PACKAGE):
@@ -208,9 +208,12 @@ def nbdev_link_problems(site):
         if url is None: problems.append(f'{PACKAGE}.{module}: no Docs: link in its docstring (nbdev writes one)')
         elif not (site/url.rsplit('/', 1)[-1]).is_file():
             problems.append(f'{PACKAGE}.{module}: Docs: {url} is not on the site')
-    pages = {link.split('#')[0] for syms in modidx['syms'].values() for link, _ in syms.values()}
-    return problems + [f'_modidx.py links to {page}, which is not on the site' for page in sorted(pages)
-                       if not (site/page).is_file()]
+    for link in sorted({link for syms in modidx['syms'].values() for link, _ in syms.values()}):
+        page, _, anchor = link.partition('#')
+        if not (site/page).is_file(): problems.append(f'_modidx.py links to {page}, which is not on the site')
+        elif documented(link) and f'id="{anchor}"' not in (site/page).read_text():
+            problems.append(f'_modidx.py links to {link}, which has no such anchor')
+    return problems
 
 
 def check(site, nbs, shots):

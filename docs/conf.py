@@ -21,7 +21,7 @@ html_math_renderer = 'mathml'
 # Render the outputs committed in the notebooks; running them is nbval's job (`make test`).
 nb_execution_mode = 'off'
 # Links to a section, such as `01_data.ipynb#quick-and-full-mode`, need anchors on the headings.
-myst_heading_anchors = 3
+myst_heading_anchors = 6
 
 # Docstrings are nbdev-style Markdown, where `name` means code; autodoc reads them as reStructuredText.
 default_role = 'literal'

@@ -7,7 +7,7 @@ Docs: https://imagenette-course.github.io/imagenette_course/baseline.html.md"""
 # %% auto #0
 __all__ = ['BOOK', 'READER', 'LEADERBOARD', 'NOISY', 'WOOF', 'REFERENCES', 'REFERENCE_EPOCH_SECONDS', 'FULL_MODE_FILE',
            'references', 'full_mode_run', 'full_mode_result', 'book_accuracy', 'epoch_seconds', 'run_name',
-           'full_mode_lines', 'baseline']
+           'comparable_accuracy', 'full_mode_lines', 'baseline']
 
 # %% ../nbs/02_baseline.ipynb #9d401c32
 from fastai.callback.schedule import fit_one_cycle  # adds Learner.fit_one_cycle
@@ -43,10 +43,11 @@ REFERENCES = [  # (recipe, accuracy, source, setting)
 # Seconds per training epoch at 224 px: the book's notebook (its GPU) and the reader's run
 REFERENCE_EPOCH_SECONDS = [(63, BOOK), (133, READER)]
 
-def references(*recipes):
-    "The rows of `REFERENCES` for `recipes` (all rows if none are named), as printable lines"
-    return [f"{name:28} {acc:7.2%}  {setting}  [{source}]" for name, acc, source, setting in REFERENCES
-            if not recipes or name in recipes]
+def references(*recipes:str,           # recipe names as in `REFERENCES` (none: every row)
+               source:str|None=None): # only the rows of this source, e.g. `BOOK` (`None`: every source)
+    "The rows of `REFERENCES` for `recipes`, as printable lines"
+    return [f"{name:28} {acc:7.2%}  {setting}  [{src}]" for name, acc, src, setting in REFERENCES
+            if (not recipes or name in recipes) and source in (None, src)]
 
 # %% ../nbs/02_baseline.ipynb #9c8fee88
 import json
@@ -91,6 +92,10 @@ def run_name(r):
                      + ([f"{r['split']} split"] if r['split'] != 'official' else [])
                      + ([f"presize {r['presize']} px"] if r.get('presize') else []))
 
+def comparable_accuracy(r): # a result of the GPU run, from `full_mode_run()['runs']`
+    "The accuracy of `r` that the book's number for its recipe measures: with TTA for `tta`, else the centre crop's"
+    return r.get('accuracy_tta') if r['recipe'] == 'tta' else r.get('accuracy')
+
 def full_mode_lines(*recipes:str,       # recipes to show (default: every one the run has)
                     noise:int|None=0,   # only runs on this % of noisy labels (`None`: all)
                     split:str|None='official', # only runs on this split (`None`: all)
@@ -107,7 +112,7 @@ def full_mode_lines(*recipes:str,       # recipes to show (default: every one th
         if recipes and r['recipe'] not in recipes: continue
         if (noise is not None and r['noise'] != noise) or (split is not None and r['split'] != split): continue
         if r.get('presize') and not with_presize: continue
-        acc = r['accuracy_tta'] if r['recipe'] == 'tta' and r['status'] == 'ok' else r.get('accuracy')
+        acc = comparable_accuracy(r)
         lines.append(f"  {run_name(r):26} {f'{acc:7.2%}' if acc is not None else '      -'}  {_result_words(r)}"
                      + (f" (centre crop {r['accuracy']:.2%})" if r['recipe'] == 'tta' and acc is not None else ''))
         book = book_accuracy(r['recipe']) if not r['noise'] else None  # the split and presize runs each test a difference to it

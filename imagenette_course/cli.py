@@ -6,8 +6,8 @@ Docs: https://imagenette-course.github.io/imagenette_course/cli.html.md"""
 
 # %% auto #0
 __all__ = ['RECIPE_NAMES', 'MODE_NAMES', 'DATASET_NAMES', 'NOISE_CHOICES', 'DATA_PATH_NAMES', 'SPLIT_NAMES', 'MIN_SIZE',
-           'whole_number', 'make_parser', 'plot_problem', 'argument_problem', 'report', 'run', 'recorded_recipes',
-           'interrupted_message', 'sigterm_as_ctrl_c', 'main']
+           'whole_number', 'make_parser', 'plot_problem', 'argument_problem', 'report', 'save_whole', 'run',
+           'recorded_recipes', 'interrupted_message', 'error_message', 'plain_warnings', 'sigterm_as_ctrl_c', 'main']
 
 # %% ../nbs/94_cli.ipynb #8a9f5283
 import argparse, os, signal, threading, traceback, warnings
@@ -40,9 +40,13 @@ def make_parser():
     "The `imagenette-course` argument parser"
     p = argparse.ArgumentParser(prog='imagenette-course',
                                 description="Train and compare the recipes of fastai book chapter 7 on Imagenette.")
-    p.add_argument('--debug', action='store_true', help="show the full traceback of an error (also: IMAGENETTE_DEBUG=1)")
+    debug_help = "show the full traceback of an error (also: IMAGENETTE_DEBUG=1)"
+    p.add_argument('--debug', action='store_true', help=debug_help)
+    # also after the command, where it gets typed; SUPPRESS: a command without it keeps the one given before it
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help=debug_help)
     sub = p.add_subparsers(dest='command', required=True, metavar='{run,report}')
-    run = sub.add_parser('run', help="train a recipe and record the result in the ledger")
+    run = sub.add_parser('run', parents=[debug], help="train a recipe and record the result in the ledger")
     run.add_argument('recipe', choices=[*RECIPE_NAMES, 'all'], help="which chapter's recipe to train, or all of them in order")
     run.add_argument('--mode', choices=MODE_NAMES,
                      help="quick: small subset for a CPU; full: the book's settings. "
@@ -53,8 +57,9 @@ def make_parser():
     run.add_argument('--noise', type=int, choices=NOISE_CHOICES,
                      help="%% of training labels replaced by the dataset's noisy ones (default 0)")
     run.add_argument('--split', choices=SPLIT_NAMES,
-                     help="official: val/ validates (default); random: the book's seeded 80/20 split of all images")
-    run.add_argument('--epochs', type=whole_number(1), help="epochs (default: the mode's)")
+                     help="official: val/ validates (default); random: an 80/20 random split of all images, as the book's (seeded here)")
+    run.add_argument('--epochs', type=whole_number(1), help="epochs (default: the mode's); for the progressive recipes, tta and sota, those of "
+                          "the book's fine_tune stage: they train small images and one frozen epoch first")
     run.add_argument('--size', type=whole_number(MIN_SIZE), help="image size in px (default: the mode's)")
     run.add_argument('--bs', type=whole_number(2, why=" (batch norm trains on two images at least)"),
                      help="batch size (default: the mode's)")
@@ -66,16 +71,17 @@ def make_parser():
                      help="fast: decode every image once and augment on the GPU (appendix 92a); book: the book's "
                           "loaders, decoding every epoch. Default: fast on a GPU, book otherwise")
     run.add_argument('--ledger', metavar='FILE', help="results ledger (default: $IMAGENETTE_LEDGER or ~/.imagenette_course/ledger.jsonl)")
-    rep = sub.add_parser('report', help="compare the newest run of every recipe, as a table and optionally figures")
+    rep = sub.add_parser('report', parents=[debug], help="compare the newest run of every recipe, as a table and optionally figures")
     rep.add_argument('--ledger', metavar='FILE', help="results ledger to read")
     rep.add_argument('--plot', metavar='FILE', help="also save the comparison figures to FILE (e.g. results.png)")
     return p
 
 # %% ../nbs/94_cli.ipynb #ccbe67ae
 def plot_problem(fname):
-    "Why the figures can't be saved to the file `fname` (`None` if they can): no such folder, or no format matplotlib writes"
+    "Why the figures can't be saved to the file `fname` (`None` if they can): no such folder or one you can't write, or no format matplotlib writes"
     folder = os.path.dirname(fname) or '.'
     if not os.path.isdir(folder): return f"--plot {fname}: there is no folder {folder}. Fix: create it first, or save elsewhere"
+    if not os.access(folder, os.W_OK): return f"--plot {fname}: the folder {folder} can't be written. Fix: save elsewhere"
     from matplotlib.backend_bases import FigureCanvasBase  # matplotlib alone, without torch: quick to import
     formats = FigureCanvasBase.get_supported_filetypes()
     ext = os.path.splitext(fname)[1][1:]
@@ -102,12 +108,22 @@ def report(args):
         raise FileNotFoundError(f"--ledger {args.ledger}: there is no such file. Fix: the path of a ledger that "
                                 f"`imagenette-course run` wrote (without --ledger: {ledger_path()})")
     records = read_ledger(args.ledger)
-    print(comparison_table(records, order=RECIPE_NAMES))
+    print(f"Ledger: {ledger_path(args.ledger)}\n\n{comparison_table(records, order=RECIPE_NAMES)}")
     if args.plot and not records:
         print(f"no figures: {ledger_path(args.ledger)} holds no runs yet, so {args.plot} was not written")
     elif args.plot:
-        plot_comparison(records, order=RECIPE_NAMES).savefig(args.plot, dpi=120)
+        save_whole(plot_comparison(records, order=RECIPE_NAMES), args.plot)
         print(f"figures saved to {args.plot}")
+
+def save_whole(fig,   # a matplotlib figure
+               fname): # where it goes; its extension names the format
+    "Save `fig` to `fname` by way of a file beside it, so that an interrupted save leaves any earlier `fname` whole"
+    tmp = os.path.join(os.path.dirname(fname), f".{os.path.basename(fname)}.partial")
+    try:
+        fig.savefig(tmp, dpi=120, format=os.path.splitext(fname)[1][1:].lower())
+        os.replace(tmp, fname)
+    finally:
+        if os.path.exists(tmp): os.remove(tmp)
 
 def run(args):
     "`imagenette-course run RECIPE|all`"
@@ -130,12 +146,12 @@ def recorded_recipes(ledger=None):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # broken lines are `report`'s to name: here they are only not counted
         try: return [r['recipe'] for r in read_ledger(ledger)]
-        except OSError: return None  # a folder, say: the run's own check of the ledger says what is wrong and how to fix it
+        except (OSError, ValueError): return None  # a folder, another file: the run's own check of the ledger says what to do
 
 def interrupted_message(args,   # the parsed command line
                         before): # the recipes the ledger held when the run started (`None`: unread)
     "What a Ctrl-C left behind: the recipes recorded since the ledger held the recipes `before`, and the checkpoints"
-    if args.command == 'report': return "interrupted"  # it only reads
+    if args.command == 'report': return "interrupted: nothing was written"  # it reads, and saves its figures whole
     from imagenette_course.ledger import ledger_path
     from imagenette_course.resume import checkpoint_dir
     ledger = ledger_path(args.ledger)
@@ -144,8 +160,24 @@ def interrupted_message(args,   # the parsed command line
             else f"nothing was written to {ledger}")
     again = (" (after training the recorded recipes again: to skip them, run each recipe left by name, with the same "
              "options)" if new and args.recipe == 'all' else '')
-    return (f"interrupted: {done}; checkpoints in {checkpoint_dir()} are kept: the same command resumes the "
-            f"interrupted training from its checkpoint{again}")
+    kept = (f"checkpoints in {checkpoint_dir()} are kept: the same command resumes the interrupted training from its "
+            f"checkpoint" if any(checkpoint_dir().glob('*.pt'))
+            else "no epoch of the interrupted training had finished, so it has no checkpoint: the same command starts it over")
+    return f"interrupted: {done}; {kept}{again}"
+
+def error_message(e): # an error the command stops on
+    "Its message: the course's own, or an operating-system error's, naming the file and what to check"
+    if isinstance(e, OSError) and e.filename and e.strerror:  # raised by Python, not by the course with its own words
+        return f"{e.filename}: {e.strerror}. Fix: check the path, and that you may read it (and write in its folder)"
+    return getattr(e, 'msg', None) or str(e)
+
+@contextmanager
+def plain_warnings(prog): # the command's name, which starts each warning
+    "In the `with` block, a warning is one line of its message, without the file and source line Python adds"
+    old = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"{prog}: warning: {message}\n"
+    try: yield
+    finally: warnings.formatwarning = old
 
 def _interrupt(signum, frame): raise KeyboardInterrupt
 
@@ -163,19 +195,23 @@ def main(argv=None):
     parser = make_parser()
     args = parser.parse_args(argv)  # --help and bad arguments end here, before torch and fastai load
     if problem := argument_problem(args): parser.error(problem)
-    from imagenette_course.data import DataError
-    from imagenette_course.resume import RunError
+    try:  # torch and fastai load here, for seconds
+        from imagenette_course.data import DataError
+        from imagenette_course.ledger import LedgerError
+        from imagenette_course.resume import RunError
+    except KeyboardInterrupt: parser.exit(130, f"{parser.prog}: interrupted before it began: nothing was written\n")
     before = None  # the recipes the ledger held when the run started
     try:
-        with sigterm_as_ctrl_c():
+        with sigterm_as_ctrl_c(), plain_warnings(parser.prog):
             if args.command == 'report': report(args)
             else:
                 before = recorded_recipes(args.ledger)
                 run(args)
-    except (DataError, RunError, OSError) as e:
+    except (DataError, LedgerError, RunError, OSError) as e:
         if args.debug or os.environ.get('IMAGENETTE_DEBUG'): traceback.print_exc()
-        parser.exit(2, f"{parser.prog}: error: {getattr(e, 'msg', e)}\n")
-    except KeyboardInterrupt: parser.exit(130, f"{parser.prog}: {interrupted_message(args, before)}\n")
+        parser.exit(2, f"{parser.prog}: error: {error_message(e)}\n")
+    # on a line of its own: a progress bar may have been drawing on the current one
+    except KeyboardInterrupt: parser.exit(130, f"\n{parser.prog}: {interrupted_message(args, before)}\n")
 
 # %% ../nbs/94_cli.ipynb #9abda9ee
 if __name__ == '__main__' and not in_notebook(): main()

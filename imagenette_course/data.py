@@ -6,12 +6,13 @@ Docs: https://imagenette-course.github.io/imagenette_course/data.html.md"""
 
 # %% auto #0
 __all__ = ['DATASETS', 'CLASS_NAMES', 'SPLITS', 'MODES', 'BOOK_PRESIZE', 'BOOK_SIZE', 'NOISE_LEVELS', 'Dataset', 'dataset_info',
-           'DataError', 'resolve_data_path', 'class_name', 'RunConfig', 'device_name', 'get_mode', 'run_config',
-           'balanced_subset', 'looks_like', 'check_imagenette', 'image_problem', 'drop_unreadable', 'imagenette_items',
-           'check_every_class_left', 'shorter_side', 'default_presize', 'read_noisy_labels', 'NoisyLabel', 'get_dls']
+           'DataError', 'resolve_data_path', 'class_name', 'check_counts', 'RunConfig', 'device_name', 'get_mode',
+           'run_config', 'balanced_subset', 'looks_like', 'nearby_dataset', 'check_imagenette', 'image_problem',
+           'drop_unreadable', 'imagenette_items', 'check_every_class_left', 'shorter_side', 'default_presize',
+           'read_noisy_labels', 'NoisyLabel', 'get_dls']
 
 # %% ../nbs/01_data.ipynb #92fc4ba8
-import os, random, warnings
+import numbers, os, random, warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -88,6 +89,12 @@ def class_name(fn):
     return _ALL_CLASSES[parent_label(fn)]
 
 # %% ../nbs/01_data.ipynb #32522bcb
+def check_counts(**counts): # name=value of each number to check; `None` means not set, which passes
+    "`ValueError` naming the first of `counts` that is set but isn't a whole number of at least 1"
+    for name, n in counts.items():
+        if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
+            raise ValueError(f"{name}={n!r}: it must be a whole number, at least 1")
+
 @dataclass
 class RunConfig:
     "The settings of one run: the same cell is quick on a CPU and the book's run on a GPU"
@@ -102,8 +109,12 @@ class RunConfig:
     path: str|None = None      # the dataset's folder (None: `resolve_data_path`)
     dataset: str = 'imagenette'  # or 'imagewoof'
     noise: int = 0             # % of training labels replaced by the dataset's noisy ones (0, 1, 5, 25, 50)
-    split: str = 'official'    # 'official' (`val/` validates) or 'random' (the book's seeded 80/20 split of all images)
+    split: str = 'official'    # 'official' (`val/` validates) or 'random' (an 80/20 random split of all images, as the book's, seeded here)
     presize: int|None = None   # the item resize before augmentation, in px (None: `default_presize`)
+
+    def __post_init__(self):  # a bad number stops here, not deep inside fastai or after training nothing
+        check_counts(n_train=self.n_train, n_valid=self.n_valid, size=self.size, bs=self.bs, epochs=self.epochs,
+                     presize=self.presize)
 
     @property
     def subset(self):
@@ -160,6 +171,13 @@ def looks_like(path):
     found = {d.name for d in (Path(path)/'train').glob('n*') if d.is_dir()}
     return next((ds.name for ds in DATASETS.values() if found and found <= set(ds.classes)), None)
 
+def nearby_dataset(path): # a folder given as the dataset's, which isn't
+    "A folder beside `path` that holds train/ and val/: the parent of a split folder, or a dataset inside `path`"
+    path = Path(path)
+    readable = path.is_dir() and os.access(path, os.R_OK | os.X_OK)
+    near = [path.parent] if path.name in SPLITS else sorted(path.iterdir()) if readable else []
+    return next((d for d in near if all((d/split).is_dir() for split in SPLITS)), None)
+
 def check_imagenette(path,                 # the folder that should hold train/ and val/
                      dataset='imagenette'): # a name of `DATASETS`: which class folders to expect
     "Raise `DataError` naming every missing split, missing or empty class folder, and unexpected folder under `path`"
@@ -171,14 +189,16 @@ def check_imagenette(path,                 # the folder that should hold train/ 
         for wnid, name in ds.classes.items():
             folder = path/split/wnid
             if not folder.is_dir(): problems.append(f"missing class folder {folder} ({name})")
+            elif not os.access(folder, os.R_OK | os.X_OK): problems.append(f"class folder {folder} ({name}) can't be read: "
+                                                                           f"its permissions don't let you")
             elif not get_image_files(folder): problems.append(f"empty class folder {folder} ({name}): no image files")
         problems += [f"unexpected folder {d} with images: {ds.name}'s {split}/ holds only its 10 class folders "
                      f"({', '.join(ds.classes)})" for d in sorted((path/split).iterdir())
                      if d.is_dir() and d.name not in ds.classes and get_image_files(d)]
     if problems:
-        other = looks_like(path)
+        other, near = looks_like(path), nearby_dataset(path)
         hint = (f"\nIts class folders are {other}'s: pass --dataset {other} (dataset='{other}')." if other not in (None, ds.name)
-                else '')
+                else f"\n{near} holds train/ and val/: did you mean that folder?" if near else '')
         raise DataError(f"{path} is not a complete {ds.name} folder:\n  " + "\n  ".join(problems) + hint +
                         f"\nFix: re-extract {ds.name} there, or point {ds.env} / --data at a complete copy.")
     return path
@@ -260,7 +280,7 @@ def shorter_side(files,   # image files
 
 def default_presize(size,        # the training size, in px
                     source_size): # the images' typical shorter side on disk, in px
-    "The book's presize for `size` px (460 at 224); on images of the book's 224 px or less, at most their shorter side"
+    "The book's presize, 460 px at 224, scaled to `size` px; on images of the book's 224 px or less, at most their shorter side"
     book = round(size * BOOK_PRESIZE / BOOK_SIZE)
     # the book's photos are larger than the size it trains at; a copy already shrunk to it has no pixels to spare
     return book if source_size > BOOK_SIZE else max(size, min(book, source_size))
@@ -284,7 +304,9 @@ def read_noisy_labels(csv,    # the dataset's noisy-label file
 
 class NoisyLabel:
     "`get_y` for a `DataBlock`: a training image's label from the noisy-label CSV, the folder's for the rest"
-    def __init__(self, path, dataset='imagenette', noise=5):
+    def __init__(self, path,                # the dataset's folder, which holds its noisy-label CSV
+                 dataset:str='imagenette', # or 'imagewoof'
+                 noise:int=5):             # % of training labels changed: one of `NOISE_LEVELS`
         ds = dataset_info(dataset)
         if noise not in NOISE_LEVELS: raise ValueError(f"noise must be one of {NOISE_LEVELS} (% of training labels changed)")
         csv = Path(path)/ds.noisy_csv
@@ -304,14 +326,15 @@ def get_dls(bs:int=64,               # batch size
             path=None,               # the dataset's folder; default: `resolve_data_path(dataset=dataset)`
             n_train:int|None=None,   # training images per class (None: all)
             n_valid:int|None=None,   # validation images per class (None: all)
-            split:str='official',    # 'official': `val/` validates; 'random': the book's seeded 80/20 split
-            seed:int=42,             # chooses the subset and the random split, and seeds the loaders
+            split:str='official',    # 'official': `val/` validates; 'random': an 80/20 random split, as the book's (seeded)
+            seed:int=42,             # chooses the subset and the random split; with `bs` and `size`, seeds the loaders
             presize:int|None=None,   # size of the item resize before augmentation (default: `default_presize`)
             dataset:str='imagenette', # or 'imagewoof'
             noise:int=0,             # % of noisy training labels, from the dataset's CSV (official split only)
             **kwargs                 # passed on to `DataBlock.dataloaders`
            )->DataLoaders:
     "Imagenette `DataLoaders` as in the book: presize, then batch augmentation at `size`, optional ImageNet normalization"
+    check_counts(bs=bs, size=size, n_train=n_train, n_valid=n_valid, presize=presize)
     path = resolve_data_path(path, dataset)
     if noise and split != 'official': raise ValueError("noisy labels are for the official split's training images")
     items = imagenette_items(path, split, n_train, n_valid, seed, dataset)
@@ -321,7 +344,9 @@ def get_dls(bs:int=64,               # batch size
     dblock = DataBlock(blocks=(ImageBlock, CategoryBlock), get_y=NoisyLabel(path, dataset, noise) if noise else class_name,
                        splitter=splitter, item_tfms=Resize(presize or default_presize(size, shorter_side(items))),
                        batch_tfms=batch_tfms)
-    # random, numpy and torch only: reproducible=True would also switch cuDNN to its deterministic algorithms for the
-    # whole process, slowing every convolution on a GPU, where other ops are not deterministic anyway
-    set_seed(seed)
+    # Seeded with the sizes too: the same call gives the same batches and the same model after it, while a run's two
+    # image sizes (progressive resizing) don't replay each other's shuffles and augmentations. random, numpy and torch
+    # only: reproducible=True would also switch cuDNN to its deterministic algorithms for the whole process, slowing
+    # every convolution on a GPU, where other ops are not deterministic anyway
+    set_seed(hash((seed, bs, size)) % 2**32)
     return dblock.dataloaders(items, bs=bs, **kwargs)

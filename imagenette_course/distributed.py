@@ -27,7 +27,7 @@ from .resume import preset
 class FusedAdam(OptimWrapper):
     "fastai's `Adam` (decoupled weight decay, only where `do_wd`) stepped by PyTorch's fused Adam: a few kernels in all"
     _keep_on_clear = ['force_train', 'do_wd']  # fastai's per-parameter marks, kept in `self.state`
-    def __init__(self, params,
+    def __init__(self, params,            # the model's parameters, or fastai's parameter groups of them
                  lr:float,                # learning rate (`fit_one_cycle` schedules it)
                  mom:float=0.9,           # decay of the gradients' moving average (Adam's beta1; scheduled too)
                  sqr_mom:float=0.99,      # decay of the squared gradients' moving average (beta2)
@@ -105,7 +105,8 @@ class GlooFriendlyDL(DistributedDL):
 
 class DataParallelTrainer(DistributedTrainer):
     "fastai's `DistributedTrainer` with `GlooFriendlyDL`; `kwargs` go to Accelerate's `Accelerator`"
-    def __init__(self, sync_bn=True, **kwargs): super().__init__(sync_bn, **kwargs)
+    def __init__(self, sync_bn:bool=True, # batch norm's statistics over every process's batch, as fastai's default
+                 **kwargs): super().__init__(sync_bn, **kwargs)
     def _wrap_dl(self, dl): return dl if isinstance(dl, DistributedDL) else GlooFriendlyDL(dl, device=self.learn.model.device)
 
 def speed_ups():

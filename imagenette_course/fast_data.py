@@ -150,7 +150,9 @@ def ahead(items,  # an iterable, iterated in a background thread
 # %% ../nbs/92a_fast_data.ipynb #aabfd824
 class StoreDL(TfmdDL):
     "A `TfmdDL` whose batches are gathered from decoded `images` (uint8) and `labels`, then batch-transformed as usual"
-    def __init__(self, dataset=None, images=None, labels=None,
+    def __init__(self, dataset=None, # the items' `Datasets` split, as fastai's `TfmdDL` takes it
+                 images=None,      # its images, decoded: uint8, N×3×H×W, on the loader's device
+                 labels=None,      # their labels, as a tensor of class indices
                  prefetch:bool=False, # make each batch `ahead`, in a background thread
                  **kwargs):
         super().__init__(dataset, **kwargs)

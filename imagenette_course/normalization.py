@@ -20,7 +20,7 @@ from fastai.vision.models.xresnet import xresnet50
 from .data import get_dls
 
 # %% ../nbs/03_normalization.ipynb #9747b2f8
-def pixel_sums(files):
+def pixel_sums(files): # image files, read one at a time
     "Pixel count and per-channel sums of pixels and of squared pixels (scaled to 0-1) of the image `files`"
     n, s, s2 = 0, np.zeros(3), np.zeros(3)
     for f in files:

@@ -55,14 +55,14 @@ def size_schedule(epochs:int,         # number of epochs
                  )->list:
     "Image size of each epoch: a linear ramp from `start` towards `end`, then `final_epochs` at `end`"
     ramp = max(epochs - final_epochs, 0)
-    def ramped(i): return max(start, round((start + (end - start) * i / ramp) / multiple) * multiple)  # never below `start`
+    def ramped(i): return min(max(start, round((start + (end - start) * i / ramp) / multiple) * multiple), end)  # within [start, end]
     return [end if i >= ramp else ramped(i) for i in range(epochs)]
 
 # %% ../nbs/04_progressive_resizing.ipynb #4b8423ed
 class ProgressiveResize(Callback):
     "Train epoch `i` of a fit at image size `sizes[i]` (the last size for later epochs), then restore the original size"
     order = -1  # set the size before EpochTimer and the progress bar see the epoch
-    def __init__(self, sizes): self.sizes = sizes
+    def __init__(self, sizes): self.sizes = sizes # image size of each epoch, in px (`size_schedule`)
 
     def before_fit(self):
         crops = [t for t in self.dls.train.after_batch.fs if isinstance(t, RandomResizedCropGPU)]

@@ -28,7 +28,7 @@ from .tta import compare_tta, fastai_tta
 from .mixup import mixup
 from .label_smoothing import label_smoothing
 from .sota import SOTA_SETTINGS, sota
-from .ledger import RunRecord, append_record, comparison_table, ledger_path, read_ledger
+from .ledger import RunRecord, append_record, comparison_table, ledger_path, ledger_problem, read_ledger
 from .resume import Checkpoint, RunError, checkpoint_dir, default_callbacks, resumable, run_key
 from .distributed import speed_ups, wait_for_every_process
 from .fast_data import DecodeOnce, StoreDL
@@ -83,17 +83,16 @@ def writable_folder(folder, # the folder to check (made if missing)
         Path(folder).mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix='.write-test-'): pass
     except OSError as e:
-        raise RunError(f"{what} can't be written in {folder} ({e.strerror or e}). Fix: {fix}") from None
+        existing = next(p for p in [Path(folder), *Path(folder).parents] if p.exists())  # a file where a folder should be?
+        why = e.strerror or e if existing.is_dir() else f"{existing} is a file, not a folder"
+        raise RunError(f"{what} can't be written in {folder} ({why}). Fix: {fix}") from None
 
 def check_ledger(path=None):
     "`RunError` now, before training, if the results ledger at `path` couldn't be written or isn't a ledger"
     path, fix = ledger_path(path), "--ledger FILE (or IMAGENETTE_LEDGER) naming a .jsonl file in a folder you can write to"
     if path.is_dir(): raise RunError(f"the ledger {path} is a folder. Fix: {fix}")
-    if path.exists() and path.stat().st_size:
-        with open(path, 'rb') as f: head = f.read(65536).splitlines()
-        if not any(line.strip().startswith(b'{') for line in head):  # a broken line is `report`'s to name, not a reason to stop
-            raise RunError(f"{path} exists and is not a results ledger (none of its first lines is a JSON record). "
-                           f"Fix: {fix}, or move that file away")
+    # a broken line is `report`'s to name, not a reason to stop; a file with no record at all is another file
+    if path.exists() and (problem := ledger_problem(path)): raise RunError(f"{problem}. Fix: {fix}, or move that file away")
     writable_folder(path.parent, f"the ledger {path.name}", fix)
     return path
 

@@ -6,18 +6,20 @@ Docs: https://imagenette-course.github.io/imagenette_course/resume.html.md"""
 
 # %% auto #0
 __all__ = ['HASHED_WHEN_SET', 'RunError', 'CheckpointError', 'checkpoint_dir', 'run_key', 'unwrapped', 'plain_values',
-           'on_param_devices', 'Checkpoint', 'RunTracker', 'preset', 'default_callbacks', 'resumable']
+           'on_param_devices', 'loader_rng', 'rng_states', 'set_rng_states', 'Checkpoint', 'RunTracker', 'preset',
+           'default_callbacks', 'resumable']
 
 # %% ../nbs/91_resume.ipynb #444a833b
-import hashlib, json, os, time, uuid
+import hashlib, json, os, random, time, uuid
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from fastcore.basics import noop
 from fastcore.foundation import L
-from fastai.callback.core import CancelEpochException, CancelFitException
+from fastai.callback.core import CancelEpochException
 from fastai.torch_core import defaults, rank_distrib
 
 from .ledger import course_path
@@ -61,12 +63,34 @@ def on_param_devices(states,  # an optimizer's state per parameter, in its order
     return [{k: v.to(p.device) if isinstance(v, torch.Tensor) else v for k, v in state.items()}
             for state, p in zip(states, params)]
 
+# %% ../nbs/91_resume.ipynb #ac29baeb
+def loader_rng(dl): # a fastai `DataLoader`, or a data-parallel `DistributedDL` around one
+    "The `random.Random` that `dl` shuffles with: its own, or that of the loader a data-parallel wrapper wraps"
+    return getattr(dl, 'dl', dl).rng
+
+def rng_states(dls): # the `DataLoaders` being trained on
+    "Every random state a run draws from: Python's, NumPy's, torch's (CPU and each GPU) and each of `dls`' loaders'"
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return dict(python=random.getstate(), numpy=(kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+                torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                loaders=[loader_rng(dl).getstate() for dl in dls.loaders])
+
+def set_rng_states(states, # saved by `rng_states`
+                   dls):   # the `DataLoaders` being trained on
+    "Put back every random state that `rng_states` saved"
+    random.setstate(states['python'])
+    kind, keys, pos, has_gauss, gauss = states['numpy']
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(states['torch'])
+    if len(states['cuda']) == torch.cuda.device_count() > 0: torch.cuda.set_rng_state_all(states['cuda'])
+    for dl, state in zip(dls.loaders, states['loaders']): loader_rng(dl).setstate(state)
+
 # %% ../nbs/91_resume.ipynb #d8efd0a1
 _START_OVER = "Delete it to start the run over (only the epochs it saved are lost)."
 
 class Checkpoint:
     "The checkpoint of one run: how far each `fit` got, every epoch's size and seconds, the weights and optimizer state"
-    def __init__(self, path):
+    def __init__(self, path): # the checkpoint file, read if it exists (`run_key` names it)
         self.path, self.opened, self.fits_started = Path(path), time.perf_counter(), 0
         self.resumed = self.path.exists()
         self.state = self.read()['state'] if self.resumed else dict(uid=uuid.uuid4().hex, fits=[], epochs=[], elapsed=0.)
@@ -85,7 +109,7 @@ class Checkpoint:
         return saved
 
     def restore(self, learn):
-        "Load the saved weights and optimizer state into `learn`"
+        "Load the saved weights, optimizer state and random states into `learn`"
         saved = self.read()
         try: unwrapped(learn.model).load_state_dict(saved['model'])
         except RuntimeError as e:
@@ -96,17 +120,21 @@ class Checkpoint:
             # read onto the CPU: fastai's own optimizers keep a loaded state where it is, away from a GPU's parameters
             state = on_param_devices(saved['opt']['state'], learn.opt.all_params().itemgot(0))
             learn.opt.load_state_dict(dict(state=state, hypers=L(saved['opt']['hypers'])))
+        if 'rng' in saved: set_rng_states(saved['rng'], learn.dls)  # none in checkpoints written before they were kept
 
     def save(self, learn):
-        "Write the state, weights and optimizer state (main process only), atomically"
+        "Write the state, weights, optimizer state and random states (main process only), atomically"
         self.state['elapsed'] = self.elapsed_before + time.perf_counter() - self.opened
         if rank_distrib(): return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + '.tmp')
         opt = learn.opt.state_dict() if learn.opt else None
         if opt: opt = dict(state=[plain_values(s) for s in opt['state']], hypers=[plain_values(h) for h in opt['hypers']])
-        saved = dict(model=unwrapped(learn.model).state_dict(), opt=opt, state=self.state)
-        try: torch.save(saved, tmp)
+        saved = dict(model=unwrapped(learn.model).state_dict(), opt=opt, state=self.state, rng=rng_states(learn.dls))
+        try:
+            with open(tmp, 'wb') as f:
+                torch.save(saved, f)
+                f.flush(); os.fsync(f.fileno())  # on disk before the rename: a power cut leaves the old file or the new
         except (OSError, RuntimeError) as e:  # a full disk: torch's writer raises RuntimeError, not OSError
             tmp.unlink(missing_ok=True)
             kept = 'the last checkpoint there is kept' if self.path.exists() else 'no epoch of this run is saved yet'
@@ -123,7 +151,7 @@ class Checkpoint:
 class RunTracker(EpochTimer):
     "Log and checkpoint every epoch; when the run is started again, skip the `fit` calls that finished, resume the interrupted one"
     order = 55  # after DistributedTrainer (11) wraps the model and the Recorder (50); before the progress bar (60)
-    def __init__(self, checkpoint):
+    def __init__(self, checkpoint): # the run's `Checkpoint`
         super().__init__()
         self.checkpoint, self.skip_to, self.in_fit = checkpoint, 0, False
 
@@ -146,7 +174,8 @@ class RunTracker(EpochTimer):
         if self.fit_idx == len(fits) - 1:  # the fit of the last save: its weights and optimizer state are in the file
             ck.restore(self.learn)
             if not rank_distrib(): print(f"resuming from {ck.path}: fit {self.fit_idx + 1}, {done} of {n_epoch} epochs done", flush=True)
-        if done == n_epoch: raise CancelFitException  # finished before the interruption
+        # every finished epoch is skipped, all of them in a fit that had finished: cancelling such a fit instead would
+        # send after_cancel_fit to callbacks that never started, such as fastai's MixUp, which then fails
         self.skip_to = done
 
     def before_epoch(self):
@@ -186,6 +215,6 @@ def default_callbacks(add=(),     # callback classes every new `Learner` gets
     finally: defaults.callbacks = old
 
 @contextmanager
-def resumable(checkpoint):
+def resumable(checkpoint): # the run's `Checkpoint`
     "Track, checkpoint and resume every `fit` of every `Learner` created in the `with` block with `checkpoint`"
     with default_callbacks(add=[preset(RunTracker, checkpoint=checkpoint)]): yield checkpoint

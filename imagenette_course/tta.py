@@ -83,14 +83,14 @@ def flip_tta(learn,    # a trained `Learner`
     return torch.cat(preds), torch.cat(targs)
 
 # %% ../nbs/05_tta.ipynb #e9f6164f
-def training_crop_side(dl):
+def training_crop_side(dl): # a fastai `DataLoader` with batch augmentations
     "The mean side of `dl`'s random-resized training crops, as a share of the image's side (1 if it has none)"
     crop = next((t for t in dl.after_batch.fs if isinstance(t, RandomResizedCropGPU)), None)
     if crop is None: return 1.
     lo, hi = crop.min_scale, crop.max_scale  # the crop's area, as a share of the image's, is uniform in [lo, hi]
     return math.sqrt(lo) if hi == lo else 2 / 3 * (hi**1.5 - lo**1.5) / (hi - lo)  # the mean of its square root
 
-def at_training_scale(dl):
+def at_training_scale(dl): # a fastai validation `DataLoader`
     "`dl` whose validation view is the centred crop at `training_crop_side(dl)` instead of the whole image"
     side = training_crop_side(dl)
     def scaled(t): return RandomResizedCropGPU(t.size, min_scale=t.min_scale, ratio=t.ratio, mode=t.mode,

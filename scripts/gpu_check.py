@@ -32,7 +32,7 @@ from fastai.callback.progress import ProgressCallback
 
 from imagenette_course.data import (BOOK_PRESIZE, DATASETS, MODES, SPLITS, DataError, check_imagenette, device_name,
                                     resolve_data_path)
-from imagenette_course.baseline import BOOK, REFERENCE_EPOCH_SECONDS, REFERENCES, run_name
+from imagenette_course.baseline import BOOK, REFERENCE_EPOCH_SECONDS, REFERENCES, comparable_accuracy, run_name
 from imagenette_course.ledger import library_versions, read_ledger
 from imagenette_course.recipes import RECIPES
 from imagenette_course.resume import default_callbacks
@@ -159,10 +159,10 @@ def run_one(name, argv, ledger):
     return status, error, seconds, added
 
 
-def tta_ways(record):
-    "{way of predicting: accuracy} of chapter 5's `compare_tta` in a ledger `record`, or None if it has none"
+def tta_ways(record, field='accuracy'):
+    "{way of predicting: its `field`} of chapter 5's `compare_tta` in a ledger `record` ('accuracy' or 'cost'), or None"
     ways = record.get('extra', {}).get('tta')
-    return {name: r['accuracy'] for name, r in ways.items()} if ways else None
+    return {name: r[field] for name, r in ways.items()} if ways else None
 
 
 def recipe_result(name, status, error, seconds, record, settings):
@@ -174,10 +174,10 @@ def recipe_result(name, status, error, seconds, record, settings):
     res.update(accuracy_tta=extra.get('accuracy_tta'), data_path=extra.get('data_path'), reused_training=extra.get('reused_training'),
                seconds_per_epoch=extra.get('seconds_per_epoch'),  # {px: s}, from recipes that time their epochs
                wall_s_per_epoch=round(record['wall_time_s'] / record['epochs'], 1),  # upper bound: includes set-up
-               tta_ways=tta_ways(record))
+               tta_ways=tta_ways(record), tta_costs=tta_ways(record, 'cost'))
     if name in BOOK_RESULTS and not settings:
         book, source = BOOK_RESULTS[name]
-        ours = res['accuracy_tta'] if name == 'tta' else res['accuracy']
+        ours = comparable_accuracy(res)
         res.update(book_accuracy=book, book_source=source, vs_book_pp=round(100 * (ours - book), 2))
     return res
 

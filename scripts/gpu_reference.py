@@ -29,8 +29,8 @@ def gpu_check_module():
 
 def run_entry(r):
     "One run of the summary, without what names the machine it ran on"
-    keep = ('recipe', 'noise', 'presize', 'status', 'error', 'accuracy', 'accuracy_tta', 'tta_ways', 'epochs', 'sizes',
-            'seconds_per_epoch')
+    keep = ('recipe', 'noise', 'presize', 'status', 'error', 'accuracy', 'accuracy_tta', 'tta_ways', 'tta_costs', 'epochs',
+            'sizes', 'seconds_per_epoch')
     # summaries written before `split` and `reused_training` were recorded: the official split; TTA was the one reuse
     return {**{k: r.get(k) for k in keep}, 'split': r.get('split', 'official'), 'seconds': r['seconds'],
             'reused_training': r.get('reused_training', r['recipe'] == 'tta')}
@@ -47,10 +47,11 @@ def data_words(data):
 
 
 def with_tta_ways(run, ledger, check):
-    "`run` with its TTA comparison from the `ledger` records if its summary entry predates `tta_ways`"
-    if run['tta_ways'] is not None or run['recipe'] != 'tta': return run
+    "`run` with its TTA comparison (each way's accuracy and cost) from the `ledger` if its summary entry predates them"
+    if run['recipe'] != 'tta' or None not in (run['tta_ways'], run['tta_costs']): return run
     mine = [r for r in ledger if check.run_id(r['recipe'], r.get('config') or {}) == check.run_id(run['recipe'], run)]
-    return {**run, 'tta_ways': check.tta_ways(mine[-1]) if mine else None}
+    return {**run, 'tta_ways': check.tta_ways(mine[-1]) if mine else None,
+            'tta_costs': check.tta_ways(mine[-1], 'cost') if mine else None}
 
 
 def distil(summary, commit=None, ledger=()):

@@ -57,7 +57,7 @@ def test_gpu_check_smoke_runs_recipes_in_book_order_and_the_split_presize_and_no
     assert summary['data']['pack']['psnr_db'] == index['psnr_db']  # the data's provenance travels with the results
     book = {r['recipe']: r for r in summary['results'] if 'book_accuracy' in r}
     assert set(book) == book_results & set(chosen) and book['tta']['accuracy_tta'] is not None
-    assert {'centre crop', 'fastai learn.tta', 'training-scale crop'} <= set(book['tta']['tta_ways'])
+    assert {'centre crop', 'fastai learn.tta', 'training-scale crop'} <= set(book['tta']['tta_ways']) == set(book['tta']['tta_costs'])
     # the split and presize runs are not compared with the book's as if they were its setting
     assert (book['baseline']['split'], book['baseline']['presize']) == ('official', None)
     ledger = [json.loads(line) for line in (out/'ledger.jsonl').read_text().splitlines()]

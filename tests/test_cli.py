@@ -78,9 +78,11 @@ def test_interrupted_run_writes_nothing(fake_imagenette, monkeypatch, capsys, is
     assert not isolated_ledger.exists()
 
 
-def test_interrupted_run_all_names_the_recipes_it_recorded(fake_imagenette, monkeypatch, capsys, isolated_ledger):
+def test_interrupted_run_all_names_the_recipes_it_recorded(fake_imagenette, monkeypatch, capsys, isolated_ledger,
+                                                           checkpoints):
     def record(name): return dict(recipe=name, mode='quick', device='cpu', sizes=[64], epochs=1, accuracy=0.5, wall_time_s=1.0)
     append_record(record('sota'))  # an earlier run's
+    checkpoints.mkdir(); (checkpoints/'normalized-quick-0.pt').write_bytes(b'')  # the third recipe's first epoch
     def two_then_interrupted(*args, **kwargs):
         for name in ('baseline', 'normalized'): append_record(record(name))
         raise KeyboardInterrupt  # during the third recipe
@@ -89,6 +91,60 @@ def test_interrupted_run_all_names_the_recipes_it_recorded(fake_imagenette, monk
     err = capsys.readouterr().err
     assert e.value.code == 130 and f'baseline, normalized finished and were recorded in {isolated_ledger}' in err
     assert 'sota' not in err and 'resumes the interrupted training from its checkpoint' in err
+
+
+def test_a_run_interrupted_before_its_first_checkpoint_says_it_starts_over(fake_imagenette, monkeypatch, capsys,
+                                                                           isolated_ledger):
+    def interrupted(cfg): raise KeyboardInterrupt
+    monkeypatch.setitem(recipes.RECIPES, 'baseline', Recipe(interrupted, 2))
+    with pytest.raises(SystemExit) as e: main(['run', 'baseline', '--data', str(fake_imagenette)])
+    err = capsys.readouterr().err
+    assert e.value.code == 130 and err.startswith('\n')  # off the line a progress bar may be drawing
+    assert 'so it has no checkpoint: the same command starts it over' in err and 'resumes' not in err
+
+
+@pytest.mark.parametrize('argv, debug', [(['--debug', 'run', 'baseline'], True), (['run', 'baseline', '--debug'], True),
+                                         (['report', '--debug'], True), (['run', 'baseline'], False), (['report'], False)])
+def test_debug_is_taken_before_or_after_the_command(argv, debug):
+    assert make_parser().parse_args(argv).debug is debug
+
+
+def test_a_file_that_is_not_a_ledger_is_refused_once(tmp_path, capsys):
+    (tmp_path/'labels.csv').write_text('path,label\n' * 500)
+    with pytest.raises(SystemExit) as e: main(['report', '--ledger', str(tmp_path/'labels.csv')])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count('\n') == 1 and 'is not a results ledger' in err and 'Fix:' in err
+
+
+def test_an_os_error_names_the_file_and_a_fix(tmp_path):
+    from imagenette_course.cli import error_message
+    message = error_message(PermissionError(13, 'Permission denied', str(tmp_path/'ro.jsonl')))
+    assert message.startswith(f"{tmp_path/'ro.jsonl'}: Permission denied. Fix: ")
+    assert error_message(FileNotFoundError("--ledger x: there is no such file. Fix: …")) == "--ledger x: there is no such file. Fix: …"
+
+
+def test_warnings_are_one_line_each():
+    "Without the file and source line Python shows, which mean nothing to someone running the command"
+    import warnings
+    from imagenette_course.cli import plain_warnings
+    with plain_warnings('imagenette-course'):
+        shown = warnings.formatwarning('skipped 1 unreadable image', UserWarning, 'data.py', 300, 'warnings.warn(...)')
+    assert shown == 'imagenette-course: warning: skipped 1 unreadable image\n'
+    assert 'data.py:300' in warnings.formatwarning('x', UserWarning, 'data.py', 300)  # as Python has it, after the command
+
+
+def test_an_interrupted_plot_leaves_the_earlier_figure_whole(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    from imagenette_course.cli import save_whole
+    fig, fname = plt.figure(), tmp_path/'results.svg'
+    save_whole(fig, str(fname))
+    earlier = fname.read_bytes()
+    def cut_short(self, f, **kwargs):
+        Path(f).write_text('<svg')
+        raise KeyboardInterrupt
+    monkeypatch.setattr(type(fig), 'savefig', cut_short)
+    with pytest.raises(KeyboardInterrupt): save_whole(fig, str(fname))
+    assert fname.read_bytes() == earlier and [p.name for p in tmp_path.iterdir()] == ['results.svg']
 
 
 class Configured(Exception): "Carries the config a stand-in recipe was called with"
@@ -155,10 +211,12 @@ def test_report(capsys, isolated_ledger, tmp_path):
     with open(isolated_ledger, 'a') as f: f.write(json.dumps({**rec, 'accuracy': 'high'}) + '\n')  # a broken record
     with pytest.warns(UserWarning, match="line 3: .*'accuracy' is 'high'"): main(['report', '--plot', str(tmp_path/'results.png')])
     lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == [f'Ledger: {isolated_ledger}', '']  # which ledger: it may come from IMAGENETTE_LEDGER
+    lines = lines[2:]
     assert lines[0].split() == ['recipe', 'data', 'mode', 'device', 'epochs', 'px', 'accuracy', 'with', 'TTA', 'wall', 'time']
     assert lines[1].split() == ['tta', 'imagenette', 'full', 'cuda', '(H100)', '10', '128→224', '86.0%', '86.4%', '600', 's']
     report = '\n'.join(lines)
-    assert "the course's committed full-mode GPU run (not measured here)" in report and "published numbers" in report
+    assert "the course's committed full-mode GPU run (not measured here)" in report and "And the reference numbers (the book" in report
     from imagenette_course.baseline import full_mode_lines
     assert '\n'.join(full_mode_lines(noise=None, split=None, with_presize=True)) in report  # every run of it, labelled as a reference
     assert lines[-1] == f"figures saved to {tmp_path/'results.png'}"

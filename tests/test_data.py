@@ -256,3 +256,9 @@ def test_a_noisy_label_file_that_is_not_one_is_named_with_the_fix(fake_imagenett
     with pytest.raises(DataError, match=problem) as e:
         get_dls(bs=4, size=32, path=fake_imagenette, noise=5, num_workers=0)
     assert 'Fix: restore noisy_imagenette.csv' in str(e.value) or 'Fix: restore it' in str(e.value)
+
+
+def test_a_runs_two_sizes_do_not_replay_each_others_shuffles(fake_imagenette):
+    "Progressive resizing's second `get_dls` would otherwise reseed to the first one's state and repeat its order"
+    order = lambda bs, size: get_dls(bs, size, path=fake_imagenette, num_workers=0).train.get_idxs()
+    assert order(8, 32) == order(8, 32) and order(16, 16) != order(8, 32)

@@ -7,7 +7,7 @@ import pytest
 
 DOCS = Path(__file__).resolve().parents[1]/'docs'
 sys.path.insert(0, str(DOCS))
-from build_site import NotebookError, as_markdown, notebooks, page_name, process_notebook  # noqa: E402
+from build_site import NotebookError, as_markdown, documented, export_doc, notebooks, page_name, process_notebook  # noqa: E402
 from check_site import chapter, documented_names, formulas  # noqa: E402
 
 NBS = DOCS.parent/'nbs'
@@ -21,14 +21,33 @@ def write_notebook(path, *cells):
 
 def test_plumbing_is_stripped(tmp_path):
     src = write_notebook(tmp_path/'01_demo.ipynb',
-        nbformat.v4.new_code_cell('#| default_exp demo'),
+        nbformat.v4.new_code_cell('#| default_exp data'),
         nbformat.v4.new_markdown_cell('# Demo\n\n> Back [home](00_index.ipynb#chapters), on to [the CLI](94_cli.ipynb).'),
-        nbformat.v4.new_code_cell('#| export\ndef f(x): return x'),
-        nbformat.v4.new_code_cell('# NBVAL_CHECK_OUTPUT\nf(1)'),
+        nbformat.v4.new_code_cell('#| export\ndef get_mode(): ...'),
+        nbformat.v4.new_code_cell('# NBVAL_CHECK_OUTPUT\nget_mode()'),
         nbformat.v4.new_code_cell('#| hide\nimport nbdev; nbdev.nbdev_export()'))
-    nb = process_notebook(src, tmp_path/'out.ipynb')
-    assert [c.source for c in nb.cells] == ['# Demo\n\n> Back [home](index.ipynb#chapters), on to [the CLI](cli.ipynb).',
-                                           'def f(x): return x', 'f(1)']
+    text, code, doc, check = [c.source for c in process_notebook(src, tmp_path/'out.ipynb').cells]
+    assert text == '# Demo\n\n> Back [home](index.ipynb#chapters), on to [the CLI](cli.ipynb).'
+    assert (code, check) == ('def get_mode(): ...', 'get_mode()')
+    # After an exported cell, nbdev's `show_doc` of what it defines, one heading below the section it is in
+    assert doc.startswith('## get_mode\n') and 'def get_mode(\n' in doc and '*`mode` if given, else' in doc
+
+
+def test_a_classs_documentation_holds_its_methods_anchors():
+    "So that every `_modidx.py` link to a method lands on its class; private ones aren't documented, as on nbdev's sites"
+    from imagenette_course import data
+    from imagenette_course._modidx import d as modidx
+    doc = export_doc(data, 'RunConfig', modidx, 3)
+    assert doc.startswith('### RunConfig\n') and 'class RunConfig(' in doc
+    assert '<span id="runconfig.subset"></span>' in doc and '<span id="runconfig.__str__"></span>' in doc
+    assert not documented('distributed.html#gloofriendlydl._broadcast') and documented('data.html#runconfig.__str__')
+
+
+def test_a_notebook_whose_module_is_missing_names_itself(tmp_path):
+    src = write_notebook(tmp_path/'07_gone.ipynb', nbformat.v4.new_code_cell('#| default_exp gone'),
+                         nbformat.v4.new_code_cell('#| export\ndef f(): ...'))
+    with pytest.raises(NotebookError, match="07_gone.ipynb: its module can't be imported.*run nbdev-export"):
+        process_notebook(src, tmp_path/'out.ipynb')
 
 
 def test_invalid_notebook_fails_naming_it(tmp_path):

@@ -68,11 +68,13 @@ def test_a_summary_written_before_presize_was_recorded_reads_as_the_default_pres
 
 def test_the_tta_comparison_comes_from_the_summary_or_else_from_the_ledger(gpu_reference):
     record = dict(recipe='tta', config=dict(noise=0, split='official', presize=None),
-                  extra=dict(tta={'centre crop': dict(accuracy=0.76, seconds=1.0), 'flip only': dict(accuracy=0.77)}))
+                  extra=dict(tta={'centre crop': dict(accuracy=0.76, cost=1.0), 'flip only': dict(accuracy=0.77, cost=1.5)}))
     older = gpu_reference.distil(summary([result('tta', 0.76)]), ledger=[record])  # a summary from before `tta_ways`
-    newer = gpu_reference.distil(summary([result('tta', 0.76, tta_ways={'centre crop': 0.75})]), ledger=[record])
-    ways = lambda ref: next(r['tta_ways'] for r in ref['runs'] if r['recipe'] == 'tta')
-    assert ways(older) == {'centre crop': 0.76, 'flip only': 0.77} and ways(newer) == {'centre crop': 0.75}
+    newer = gpu_reference.distil(summary([result('tta', 0.76, tta_ways={'centre crop': 0.75},
+                                                 tta_costs={'centre crop': 1.0})]), ledger=[record])
+    tta = lambda ref: next(r for r in ref['runs'] if r['recipe'] == 'tta')
+    assert tta(older)['tta_ways'] == {'centre crop': 0.76, 'flip only': 0.77} and tta(newer)['tta_ways'] == {'centre crop': 0.75}
+    assert tta(older)['tta_costs'] == {'centre crop': 1.0, 'flip only': 1.5} and tta(newer)['tta_costs'] == {'centre crop': 1.0}
 
 
 def test_readme_table_has_a_row_per_run_and_the_books_number_only_on_plain_runs(gpu_reference):

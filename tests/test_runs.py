@@ -125,21 +125,46 @@ def test_killed_after_recording_is_not_recorded_twice(fake_imagenette, checkpoin
     assert list(checkpoints.glob('*.pt')) == []
 
 
-def test_finished_but_unrecorded_run_records_the_final_model_at_its_final_size(fake_imagenette, checkpoints,
-                                                                              isolated_ledger, monkeypatch):
-    "Killed after training, before recording: the rerun trains nothing and measures the final 64 px model"
-    overrides = dict(path=str(fake_imagenette), size=64, bs=4, epochs=1)
+def killed_before_recording_then_rerun(recipe, checkpoints, monkeypatch, **overrides):
+    "(the weights the killed run saved, the rerun's record): killed after training, before its record was written"
     def killed(record, ledger=None): raise KeyboardInterrupt
     with monkeypatch.context() as m:
         m.setattr(recipes, 'save_record', killed)
-        with pytest.raises(KeyboardInterrupt): run_recipe('progressive', 'quick', **overrides)
+        with pytest.raises(KeyboardInterrupt): run_recipe(recipe, 'quick', **overrides)
     saved = torch.load(next(checkpoints.glob('*.pt')), weights_only=True)['model']
     recipes._TRAINED.clear()
-    rec = run_recipe('progressive', 'quick', **overrides)
+    return saved, run_recipe(recipe, 'quick', **overrides)
+
+
+def test_finished_but_unrecorded_run_records_the_final_model_at_its_final_size(fake_imagenette, checkpoints,
+                                                                              isolated_ledger, monkeypatch):
+    "Killed after training, before recording: the rerun trains nothing and measures the final 64 px model"
+    saved, rec = killed_before_recording_then_rerun('progressive', checkpoints, monkeypatch,
+                                                    path=str(fake_imagenette), size=64, bs=4, epochs=1)
     assert rec.sizes == [32, 64] and rec.epochs == 3 and len(read_ledger()) == 1
     assert rec.learn.dls.valid.one_batch()[0].shape[-2:] == (64, 64)
     assert all(torch.equal(v, rec.learn.model.state_dict()[k]) for k, v in saved.items())
     assert rec.accuracy == pytest.approx(float(rec.learn.validate()[1]))
+
+
+def test_a_resumed_fit_trains_as_the_uninterrupted_one_would(fake_imagenette, checkpoints):
+    "Same weights at the end: the resumed epochs draw the batches and augmentations the interrupted run would have"
+    def fit(*cbs):
+        learn = learner(get_dls(bs=8, size=32, path=fake_imagenette, num_workers=0), xresnet18)
+        with learn.no_logging(): learn.fit_one_cycle(3, cbs=list(cbs))
+        return learn
+    unkilled = fit()
+    with resumable(Checkpoint(checkpoints/'fit.pt')), pytest.raises(KeyboardInterrupt): fit(InterruptAfter(0))
+    with resumable(Checkpoint(checkpoints/'fit.pt')): resumed = fit()
+    for k, v in unkilled.model.state_dict().items(): assert torch.allclose(v.float(), resumed.model.state_dict()[k].float(), atol=1e-6), k
+
+
+def test_a_finished_mixup_run_killed_before_recording_records_without_training(fake_imagenette, checkpoints,
+                                                                               isolated_ledger, monkeypatch):
+    "fastai's MixUp fails if a fit is cancelled before it starts: a finished fit skips its epochs instead"
+    saved, rec = killed_before_recording_then_rerun('mixup', checkpoints, monkeypatch,
+                                                    path=str(fake_imagenette), size=32, bs=8, epochs=1)
+    assert len(read_ledger()) == 1 and all(torch.equal(v, rec.learn.model.state_dict()[k]) for k, v in saved.items())
 
 
 def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint_and_says_what_to_do(fake_imagenette, checkpoints,
@@ -149,7 +174,7 @@ def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint_and_says_what
         learner(dls, xresnet18).fit(3, cbs=InterruptAfter(0))
     saved = (checkpoints/'fit.pt').read_bytes()
     def disk_full(obj, f):
-        Path(f).write_bytes(b'partial')
+        f.write(b'partial')
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
     monkeypatch.setattr(torch, 'save', disk_full)
     with resumable(Checkpoint(checkpoints/'fit.pt')), pytest.raises(RunError, match='the last checkpoint there is kept'):

@@ -58,8 +58,8 @@ def make_parser():
                      help="%% of training labels replaced by the dataset's noisy ones (default 0)")
     run.add_argument('--split', choices=SPLIT_NAMES,
                      help="official: val/ validates (default); random: an 80/20 random split of all images, as the book's (seeded here)")
-    run.add_argument('--epochs', type=whole_number(1), help="epochs (default: the mode's); for the progressive recipes, tta and sota, those of "
-                          "the book's fine_tune stage: they train small images and one frozen epoch first")
+    run.add_argument('--epochs', type=whole_number(1), help="epochs (default: the mode's); the progressive recipes, tta and sota train "
+                          "more: epochs on small images and one more come first (chapter 4)")
     run.add_argument('--size', type=whole_number(MIN_SIZE), help="image size in px (default: the mode's)")
     run.add_argument('--bs', type=whole_number(2, why=" (batch norm trains on two images at least)"),
                      help="batch size (default: the mode's)")

@@ -174,9 +174,12 @@ def looks_like(path):
 def nearby_dataset(path): # a folder given as the dataset's, which isn't
     "A folder beside `path` that holds train/ and val/: the parent of a split folder, or a dataset inside `path`"
     path = Path(path)
-    readable = path.is_dir() and os.access(path, os.R_OK | os.X_OK)
-    near = [path.parent] if path.name in SPLITS else sorted(path.iterdir()) if readable else []
-    return next((d for d in near if all((d/split).is_dir() for split in SPLITS)), None)
+    def has_splits(d):
+        try: return all((d/split).is_dir() for split in SPLITS)
+        except OSError: return False  # a folder you may not look into, such as a disk's lost+found
+    try: near = [path.parent] if path.name in SPLITS else sorted(path.iterdir()) if path.is_dir() else []
+    except OSError: return None
+    return next((d for d in near if has_splits(d)), None)
 
 def check_imagenette(path,                 # the folder that should hold train/ and val/
                      dataset='imagenette'): # a name of `DATASETS`: which class folders to expect

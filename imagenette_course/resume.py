@@ -131,10 +131,10 @@ class Checkpoint:
         opt = learn.opt.state_dict() if learn.opt else None
         if opt: opt = dict(state=[plain_values(s) for s in opt['state']], hypers=[plain_values(h) for h in opt['hypers']])
         saved = dict(model=unwrapped(learn.model).state_dict(), opt=opt, state=self.state, rng=rng_states(learn.dls))
-        try:
-            with open(tmp, 'wb') as f:
-                torch.save(saved, f)
-                f.flush(); os.fsync(f.fileno())  # on disk before the rename: a power cut leaves the old file or the new
+        # no fsync: a killed process leaves the old file or the new, whole (the rename is atomic); only a power cut
+        # could leave a broken one, which the next run then names. A checkpoint of xresnet50 with Adam's state is
+        # hundreds of MB, every epoch: forcing it to disk each time would cost a GPU run seconds.
+        try: torch.save(saved, tmp)
         except (OSError, RuntimeError) as e:  # a full disk: torch's writer raises RuntimeError, not OSError
             tmp.unlink(missing_ok=True)
             kept = 'the last checkpoint there is kept' if self.path.exists() else 'no epoch of this run is saved yet'

@@ -50,8 +50,8 @@ def with_tta_ways(run, ledger, check):
     "`run` with its TTA comparison (each way's accuracy and cost) from the `ledger` if its summary entry predates them"
     if run['recipe'] != 'tta' or None not in (run['tta_ways'], run['tta_costs']): return run
     mine = [r for r in ledger if check.run_id(r['recipe'], r.get('config') or {}) == check.run_id(run['recipe'], run)]
-    return {**run, 'tta_ways': check.tta_ways(mine[-1]) if mine else None,
-            'tta_costs': check.tta_ways(mine[-1], 'cost') if mine else None}
+    return {**run, 'tta_ways': run['tta_ways'] or (check.tta_ways(mine[-1]) if mine else None),
+            'tta_costs': run['tta_costs'] or (check.tta_ways(mine[-1], 'cost') if mine else None)}
 
 
 def distil(summary, commit=None, ledger=()):

@@ -75,6 +75,9 @@ def test_the_tta_comparison_comes_from_the_summary_or_else_from_the_ledger(gpu_r
     tta = lambda ref: next(r for r in ref['runs'] if r['recipe'] == 'tta')
     assert tta(older)['tta_ways'] == {'centre crop': 0.76, 'flip only': 0.77} and tta(newer)['tta_ways'] == {'centre crop': 0.75}
     assert tta(older)['tta_costs'] == {'centre crop': 1.0, 'flip only': 1.5} and tta(newer)['tta_costs'] == {'centre crop': 1.0}
+    # a summary from before `tta_costs`, with no ledger record to fill them in: its accuracies are kept
+    costless = gpu_reference.distil(summary([result('tta', 0.76, tta_ways={'centre crop': 0.75})]))
+    assert (tta(costless)['tta_ways'], tta(costless)['tta_costs']) == ({'centre crop': 0.75}, None)
 
 
 def test_readme_table_has_a_row_per_run_and_the_books_number_only_on_plain_runs(gpu_reference):

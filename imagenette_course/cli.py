@@ -142,11 +142,11 @@ def run(args):
 # %% ../nbs/94_cli.ipynb #faec38c0
 def recorded_recipes(ledger=None):
     "The recipe of each record in the ledger, in order; `None` if it can't be read"
-    from imagenette_course.ledger import read_ledger
+    from imagenette_course.ledger import LedgerError, read_ledger
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # broken lines are `report`'s to name: here they are only not counted
         try: return [r['recipe'] for r in read_ledger(ledger)]
-        except (OSError, ValueError): return None  # a folder, another file: the run's own check of the ledger says what to do
+        except (OSError, LedgerError): return None  # a folder, another file: the run's own check of the ledger says what to do
 
 def interrupted_message(args,   # the parsed command line
                         before): # the recipes the ledger held when the run started (`None`: unread)

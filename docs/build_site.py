@@ -15,6 +15,7 @@ from functools import reduce
 from pathlib import Path
 
 import nbformat
+from docutils.nodes import make_id
 from fastcore.nbio import read_nb, write_nb
 from nbdev.config import nbpath2html
 from nbdev.process import NBProcessor, Processor
@@ -112,7 +113,12 @@ class document_exports(Processor):
             if cell.cell_type == 'markdown': level = ([level] + heading_levels(cell.source))[-1]
             # nbdev's own choice of what to document: its `add_show_docs` picks these cells and names
             if _want_doc(cell): docs[i] = [export_doc(module, nm, modidx, level + 1) for nm in _def_names(cell, set())]
+        names = {nm.lower() for i in docs for nm in _def_names(cells[i], set())}
         for i in reversed(docs): cells[i+1:i+1] = [mk_cell(doc, 'markdown') for doc in docs[i]]
+        title = next((c for c in cells if c.cell_type == 'markdown' and c.source.startswith('# ')), None)
+        # A title such as "Mixup" would take the anchor `mixup`, which `_modidx` gives the function of that name
+        if title and (slug := make_id(title.source.splitlines()[0][2:])) in names:
+            title.source = f'{{#{slug}-chapter}}\n{title.source}'  # MyST's attrs_block: the title's own id
 
 
 # nbdev's own processors first, so that `hide`, `hide_line` and `filter_stream` act as on nbdev's Quarto site.

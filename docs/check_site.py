@@ -198,6 +198,15 @@ def api_problems(base, module, reports):
             for name in documented_names(ROOT/PACKAGE/f'{module}.py') if f'{PACKAGE}.{module}.{name}' not in ids]
 
 
+def documents(anchor, name, html):
+    "Whether `anchor` of `name` (`f`, `Class` or `Class.method`) lands on a heading that names it, in the page `html`"
+    heading = rf'<h[1-6]>(<code[^>]*><span class="pre">)?{re.escape(name.split(".")[0])}(</span></code>)?<a'
+    spans = r'(<span id="[^"]*"></span>\s*)*'
+    own = rf'id="{re.escape(anchor)}"[^>]*>(</span>)?\s*{spans}{heading}'  # a name's section, or MyST's span before it
+    method = rf'{heading}[^>]*>[^<]*</a></h[1-6]>\s*<p>{spans}<span id="{re.escape(anchor)}"'  # in its class's heading
+    return re.search(method if '.' in name else own, html) is not None
+
+
 def nbdev_link_problems(site):
     "Links nbdev writes into the package (each module's `Docs:` line, `_modidx.py`) that name no page or anchor of the site"
     from imagenette_course._modidx import d as modidx
@@ -208,11 +217,12 @@ def nbdev_link_problems(site):
         if url is None: problems.append(f'{PACKAGE}.{module}: no Docs: link in its docstring (nbdev writes one)')
         elif not (site/url.rsplit('/', 1)[-1]).is_file():
             problems.append(f'{PACKAGE}.{module}: Docs: {url} is not on the site')
-    for link in sorted({link for syms in modidx['syms'].values() for link, _ in syms.values()}):
+    links = {link: sym.removeprefix(f'{mod}.') for mod, syms in modidx['syms'].items() for sym, (link, _) in syms.items()}
+    for link, name in sorted(links.items()):
         page, _, anchor = link.partition('#')
         if not (site/page).is_file(): problems.append(f'_modidx.py links to {page}, which is not on the site')
-        elif documented(link) and f'id="{anchor}"' not in (site/page).read_text():
-            problems.append(f'_modidx.py links to {link}, which has no such anchor')
+        elif documented(link) and not documents(anchor, name, (site/page).read_text()):
+            problems.append(f'_modidx.py links to {link}, which is not an anchor of its documentation there')
     return problems
 
 

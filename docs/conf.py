@@ -15,7 +15,7 @@ root_doc = 'index'
 extensions = ['myst_nb', 'sphinx.ext.autodoc', 'mathml']
 
 # The notebooks' formulas, `$...$` and `$$...$$` as Jupyter renders them, drawn by the browser as MathML (mathml.py).
-myst_enable_extensions = ['dollarmath']
+myst_enable_extensions = ['dollarmath', 'attrs_block']  # attrs_block: a heading's own id, `{#id}` above it
 html_math_renderer = 'mathml'
 
 # Render the outputs committed in the notebooks; running them is nbval's job (`make test`).

@@ -68,12 +68,12 @@ def full_mode_result(recipe:str,           # a recipe of the command line, e.g. 
     run, wanted = full_mode_run() or dict(runs=[]), (recipe, noise, split, presize)
     return next((r for r in run['runs'] if (r['recipe'], r['noise'], r['split'], r.get('presize')) == wanted), None)
 
-def book_accuracy(recipe):
+def book_accuracy(recipe): # a recipe of the command line, e.g. 'progressive'
     "The book's accuracy for `recipe`, if it has one"
     return next((acc for name, acc, source, _ in REFERENCES if name == recipe and source == BOOK), None)
 
 # %% ../nbs/02_baseline.ipynb #daa68d40
-def epoch_seconds(seconds_per_epoch):
+def epoch_seconds(seconds_per_epoch): # {image size in px: seconds}, a run's `seconds_per_epoch`
     "Seconds per training epoch by image size, in words: '4.8 s at 128 px, 8.6 s at 224 px'; a ramp's first 'to' last"
     spe = [f"{s:.1f} s at {px} px" for px, s in (seconds_per_epoch or {}).items()]
     return ', '.join(spe) if len(spe) <= 2 else f"{spe[0]} to {spe[-1]}"
@@ -86,7 +86,7 @@ def _result_words(r):
     if r['reused_training']: return f"on the model an earlier run trained ({trained}); {r['seconds']:.0f} s to measure"
     return f"{trained}; {r['seconds']:.0f} s in all"
 
-def run_name(r):
+def run_name(r): # a run of `full_mode_run()['runs']`
     "A run's name: its recipe, and what differs from the recipe's plain run ('baseline, random split')"
     return ', '.join([r['recipe']] + ([f"{r['noise']}% noisy"] if r['noise'] else [])
                      + ([f"{r['split']} split"] if r['split'] != 'official' else [])

@@ -6,11 +6,12 @@ Docs: https://imagenette-course.github.io/imagenette_course/cli.html.md"""
 
 # %% auto #0
 __all__ = ['RECIPE_NAMES', 'MODE_NAMES', 'DATASET_NAMES', 'NOISE_CHOICES', 'DATA_PATH_NAMES', 'SPLIT_NAMES', 'MIN_SIZE',
-           'whole_number', 'make_parser', 'plot_problem', 'argument_problem', 'report', 'save_whole', 'run',
-           'recorded_recipes', 'interrupted_message', 'error_message', 'plain_warnings', 'sigterm_as_ctrl_c', 'main']
+           'whole_number', 'recipe_name', 'make_parser', 'plot_problem', 'argument_problem', 'report', 'save_whole',
+           'run', 'recorded_recipes', 'recorded_since', 'interrupted_message', 'error_message', 'plain_warnings',
+           'sigterm_as_ctrl_c', 'stopped_by_signal', 'main']
 
 # %% ../nbs/94_cli.ipynb #8a9f5283
-import argparse, os, signal, threading, traceback, warnings
+import argparse, difflib, os, shutil, signal, threading, traceback, warnings
 from contextlib import contextmanager
 
 from fastcore.imports import in_notebook
@@ -36,6 +37,14 @@ def whole_number(lo=1,    # the smallest value allowed
         return n
     return parse
 
+def recipe_name(s): # a recipe as typed
+    "An argparse type: a recipe of `RECIPE_NAMES` or 'all', `_` read as `-` (the training functions' own names)"
+    name = s.replace('_', '-')
+    if name in (*RECIPE_NAMES, 'all'): return name
+    close = difflib.get_close_matches(name, RECIPE_NAMES, n=1)
+    raise argparse.ArgumentTypeError(f"unknown recipe {s!r}{f': did you mean {close[0]!r}?' if close else ''} "
+                                     f"(choose from {', '.join(RECIPE_NAMES)}, all)")
+
 def make_parser():
     "The `imagenette-course` argument parser"
     p = argparse.ArgumentParser(prog='imagenette-course',
@@ -47,7 +56,7 @@ def make_parser():
     debug.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help=debug_help)
     sub = p.add_subparsers(dest='command', required=True, metavar='{run,report}')
     run = sub.add_parser('run', parents=[debug], help="train a recipe and record the result in the ledger")
-    run.add_argument('recipe', choices=[*RECIPE_NAMES, 'all'], help="which chapter's recipe to train, or all of them in order")
+    run.add_argument('recipe', type=recipe_name, choices=[*RECIPE_NAMES, 'all'], help="which chapter's recipe to train, or all of them in order")
     run.add_argument('--mode', choices=MODE_NAMES,
                      help="quick: small subset for a CPU; full: the book's settings. "
                           "Default: $IMAGENETTE_MODE, else full on a GPU and quick otherwise")
@@ -82,9 +91,13 @@ def plot_problem(fname):
     folder = os.path.dirname(fname) or '.'
     if not os.path.isdir(folder): return f"--plot {fname}: there is no folder {folder}. Fix: create it first, or save elsewhere"
     if not os.access(folder, os.W_OK): return f"--plot {fname}: the folder {folder} can't be written. Fix: save elsewhere"
+    if os.path.isdir(fname): return f"--plot {fname}: that is a folder. Fix: a file name, e.g. {os.path.join(fname, 'results.png')}"
+    from matplotlib import rcParams
     from matplotlib.backend_bases import FigureCanvasBase  # matplotlib alone, without torch: quick to import
     formats = FigureCanvasBase.get_supported_filetypes()
-    ext = os.path.splitext(fname)[1][1:]
+    ext, tex = os.path.splitext(fname)[1][1:], rcParams['pgf.texsystem']
+    if ext.lower() == 'pgf' and not shutil.which(tex):  # else a traceback from matplotlib, after the table has printed
+        return f"--plot {fname}: matplotlib writes .pgf by running LaTeX ({tex}), which is not installed. Fix: .pdf or .svg"
     if ext.lower() in formats: return  # matplotlib reads the extension in any case
     what = f"its extension .{ext} is not a format matplotlib writes" if ext else "it has no extension to name a format"
     return (f"--plot {fname}: {what} ({', '.join('.' + f for f in formats)}). Fix: a file name ending in one of "
@@ -148,22 +161,30 @@ def recorded_recipes(ledger=None):
         try: return [r['recipe'] for r in read_ledger(ledger)]
         except (OSError, LedgerError): return None  # a folder, another file: the run's own check of the ledger says what to do
 
-def interrupted_message(args,   # the parsed command line
-                        before): # the recipes the ledger held when the run started (`None`: unread)
-    "What a Ctrl-C left behind: the recipes recorded since the ledger held the recipes `before`, and the checkpoints"
-    if args.command == 'report': return "interrupted: nothing was written"  # it reads, and saves its figures whole
+def recorded_since(args,   # the parsed command line of a run
+                   before): # the recipes the ledger held when the run started (`None`: unread)
+    "The recipes a stopped run recorded, in words, and for `run all` how to skip them; `None` if it recorded none"
     from imagenette_course.ledger import ledger_path
-    from imagenette_course.resume import checkpoint_dir
     ledger = ledger_path(args.ledger)
     new = [] if before is None else (recorded_recipes(args.ledger) or [])[len(before):]  # None: unread, or unreadable
-    done = (f"{', '.join(new)} finished and {'was' if len(new) == 1 else 'were'} recorded in {ledger}" if new
-            else f"nothing was written to {ledger}")
-    again = (" (after training the recorded recipes again: to skip them, run each recipe left by name, with the same "
-             "options)" if new and args.recipe == 'all' else '')
-    kept = (f"checkpoints in {checkpoint_dir()} are kept: the same command resumes the interrupted training from its "
-            f"checkpoint" if any(checkpoint_dir().glob('*.pt'))
-            else "no epoch of the interrupted training had finished, so it has no checkpoint: the same command starts it over")
-    return f"interrupted: {done}; {kept}{again}"
+    if not new: return None
+    left = [r for r in RECIPE_NAMES if r not in new] if args.recipe == 'all' else []
+    return (f"{', '.join(new)} finished and {'was' if len(new) == 1 else 'were'} recorded in {ledger}" +
+            (f" (`run all` would train them again: to skip them, run the recipes left by name, with the same options: "
+             f"{', '.join(left)})" if left else ''))
+
+def interrupted_message(args,     # the parsed command line
+                        before,   # the recipes the ledger held when the run started (`None`: unread)
+                        stopped): # the `Checkpoint` of the training the Ctrl-C stopped (`resumable`), or `None`
+    "What a Ctrl-C left behind: the recipes recorded since the ledger held the recipes `before`, and the checkpoint"
+    if args.command == 'report': return "interrupted: nothing was written"  # it reads, and saves its figures whole
+    from imagenette_course.ledger import ledger_path
+    done = recorded_since(args, before) or f"nothing was written to {ledger_path(args.ledger)}"
+    if stopped is None: kept = ''  # stopped outside training: before it, or while the trained model was measured
+    elif stopped.path.exists():
+        kept = f"; its checkpoint {stopped.path} is kept: the same command resumes the interrupted training from it"
+    else: kept = "; no epoch of the interrupted training had finished, so it has no checkpoint: the same command starts it over"
+    return f"interrupted: {done}{kept}"
 
 def error_message(e): # an error the command stops on
     "Its message: the course's own, or an operating-system error's, naming the file and what to check"
@@ -179,16 +200,23 @@ def plain_warnings(prog): # the command's name, which starts each warning
     try: yield
     finally: warnings.formatwarning = old
 
-def _interrupt(signum, frame): raise KeyboardInterrupt
-
 @contextmanager
 def sigterm_as_ctrl_c():
-    "In the `with` block, a SIGTERM (`kill`, a batch system's stop) ends the run as Ctrl-C does, with its message"
-    if threading.current_thread() is not threading.main_thread(): yield; return  # only the main thread handles signals
-    old = signal.signal(signal.SIGTERM, _interrupt)
-    try: yield
+    "In the `with` block, a SIGTERM (`kill`, a batch system's stop) ends the run as Ctrl-C does; yields the signals received"
+    received = []
+    def interrupt(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+    if threading.current_thread() is not threading.main_thread(): yield received; return  # only it handles signals
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try: yield received
     finally:
         if old is not None: signal.signal(signal.SIGTERM, old)  # None: a handler set outside Python, left as it is
+
+def stopped_by_signal(e): # what a run ended on
+    "Whether `e` is how Ctrl-C or SIGTERM ends a run: a `KeyboardInterrupt`, or the loader's workers killed by a SIGTERM"
+    # sent to the whole process group (`timeout`, a batch system), it may kill the workers before this process sees it
+    return isinstance(e, KeyboardInterrupt) or (isinstance(e, RuntimeError) and 'killed by signal: Terminated' in str(e))
 
 def main(argv=None):
     "Entry point of the `imagenette-course` command"
@@ -200,18 +228,24 @@ def main(argv=None):
         from imagenette_course.ledger import LedgerError
         from imagenette_course.resume import RunError
     except KeyboardInterrupt: parser.exit(130, f"{parser.prog}: interrupted before it began: nothing was written\n")
-    before = None  # the recipes the ledger held when the run started
+    before, received = None, []  # the recipes the ledger held when the run started; the signals that came
+    debug = args.debug or os.environ.get('IMAGENETTE_DEBUG', '').lower() not in ('', '0', 'false', 'no')
     try:
-        with sigterm_as_ctrl_c(), plain_warnings(parser.prog):
+        with sigterm_as_ctrl_c() as received, plain_warnings(parser.prog):
             if args.command == 'report': report(args)
             else:
                 before = recorded_recipes(args.ledger)
                 run(args)
     except (DataError, LedgerError, RunError, OSError) as e:
-        if args.debug or os.environ.get('IMAGENETTE_DEBUG'): traceback.print_exc()
-        parser.exit(2, f"{parser.prog}: error: {error_message(e)}\n")
-    # on a line of its own: a progress bar may have been drawing on the current one
-    except KeyboardInterrupt: parser.exit(130, f"\n{parser.prog}: {interrupted_message(args, before)}\n")
+        if debug: traceback.print_exc()
+        recorded = recorded_since(args, before) if args.command == 'run' else None  # `run all` may have got that far
+        after = f"\n{parser.prog}: before it, {recorded}" if recorded else ''
+        parser.exit(2, f"{parser.prog}: error: {error_message(e)}{after}\n")
+    except (KeyboardInterrupt, RuntimeError) as e:
+        if not stopped_by_signal(e): raise
+        code = 130 if isinstance(e, KeyboardInterrupt) and not received else 128 + signal.SIGTERM  # as a shell reports them
+        # on a line of its own: a progress bar may have been drawing on the current one
+        parser.exit(code, f"\n{parser.prog}: {interrupted_message(args, before, getattr(e, 'checkpoint', None))}\n")
 
 # %% ../nbs/94_cli.ipynb #9abda9ee
 if __name__ == '__main__' and not in_notebook(): main()

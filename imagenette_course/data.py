@@ -103,9 +103,9 @@ class RunConfig:
     n_valid: int|None          # validation images per class (None: all of them)
     size: int = 224            # final image size, in px
     bs: int = 64               # batch size
-    epochs: int = 5
-    lr: float = 3e-3
-    seed: int = 42
+    epochs: int = 5            # epochs to train (the book's 5; progressive resizing's come after its small stage)
+    lr: float = 3e-3           # peak learning rate of the one cycle (the book's)
+    seed: int = 42             # for `set_seed` and the loaders' shuffles and augmentations
     path: str|None = None      # the dataset's folder (None: `resolve_data_path`)
     dataset: str = 'imagenette'  # or 'imagewoof'
     noise: int = 0             # % of training labels replaced by the dataset's noisy ones (0, 1, 5, 25, 50)
@@ -194,14 +194,21 @@ def check_imagenette(path,                 # the folder that should hold train/ 
             if not folder.is_dir(): problems.append(f"missing class folder {folder} ({name})")
             elif not os.access(folder, os.R_OK | os.X_OK): problems.append(f"class folder {folder} ({name}) can't be read: "
                                                                            f"its permissions don't let you")
-            elif not get_image_files(folder): problems.append(f"empty class folder {folder} ({name}): no image files")
+            elif not (files := get_image_files(folder)): problems.append(f"empty class folder {folder} ({name}): no image files")
+            else: problems += [f"unexpected folder {d} with images inside class folder {folder}: its images have no "
+                               f"label (move them up into {folder}, or delete the folder)"
+                               for d in sorted({f.parent for f in files} - {folder})]
+        problems += [f"unexpected image file {f} outside the class folders: it has no label (move it into its class's "
+                     f"folder, or delete it)" for f in sorted(get_image_files(path/split, recurse=False))]
         problems += [f"unexpected folder {d} with images: {ds.name}'s {split}/ holds only its 10 class folders "
                      f"({', '.join(ds.classes)})" for d in sorted((path/split).iterdir())
                      if d.is_dir() and d.name not in ds.classes and get_image_files(d)]
     if problems:
         other, near = looks_like(path), nearby_dataset(path)
-        hint = (f"\nIts class folders are {other}'s: pass --dataset {other} (dataset='{other}')." if other not in (None, ds.name)
-                else f"\n{near} holds train/ and val/: did you mean that folder?" if near else '')
+        if other not in (None, ds.name):  # every folder it lacks follows from that
+            raise DataError(f"{path} holds {other}, not {ds.name}: its class folders are {other}'s. "
+                            f"Fix: pass --dataset {other} (dataset='{other}'), or point {ds.env} / --data at {ds.name}.")
+        hint = f"\n{near} holds train/ and val/: did you mean that folder?" if near else ''
         raise DataError(f"{path} is not a complete {ds.name} folder:\n  " + "\n  ".join(problems) + hint +
                         f"\nFix: re-extract {ds.name} there, or point {ds.env} / --data at a complete copy.")
     return path
@@ -316,11 +323,24 @@ class NoisyLabel:
         if not csv.is_file():
             raise DataError(f"{csv} is missing: the noisy labels come with {ds.name} from untar_data. Fix: copy "
                             f"{ds.noisy_csv} beside train/ and val/, or run without --noise.")
+        self.csv, self.ds = csv, ds
         self.labels = read_noisy_labels(csv, f'noisy_labels_{noise}', ds)
 
-    def __call__(self, fn):
+    def key(self, fn): # an image file of the dataset
+        "`fn` as the CSV names it: 'train/n01440764/n01440764_10026.JPEG'"
         fn = Path(fn)
-        return self.labels.get(f"{fn.parent.parent.name}/{fn.parent.name}/{fn.name}") or class_name(fn)
+        return f"{fn.parent.parent.name}/{fn.parent.name}/{fn.name}"
+
+    def __call__(self, fn): return self.labels.get(self.key(fn)) or class_name(fn)
+
+    def check_covers(self, items): # the image files it will label
+        "`items`, or `DataError` if the CSV lacks a row for one of their training images (it would keep its clean label)"
+        missing = [f for f in items if Path(f).parent.parent.name == 'train' and self.key(f) not in self.labels]
+        if missing:
+            raise DataError(f"{self.csv} has no row for {len(missing)} of the training images, such as {missing[0]}: "
+                            f"they would keep their clean labels, and the run's noise would not be what it says. "
+                            f"Fix: restore {self.ds.noisy_csv} from {self.ds.name}'s archive (untar_data).")
+        return items
 
 # %% ../nbs/01_data.ipynb #84f1e50d
 def get_dls(bs:int=64,               # batch size
@@ -341,10 +361,12 @@ def get_dls(bs:int=64,               # batch size
     path = resolve_data_path(path, dataset)
     if noise and split != 'official': raise ValueError("noisy labels are for the official split's training images")
     items = imagenette_items(path, split, n_train, n_valid, seed, dataset)
+    get_y = NoisyLabel(path, dataset, noise) if noise else class_name
+    if noise: get_y.check_covers(items)
     splitter = GrandparentSplitter(valid_name='val') if split == 'official' else RandomSplitter(0.2, seed=seed)
     batch_tfms = aug_transforms(size=size, min_scale=0.75)
     if normalize: batch_tfms.append(Normalize.from_stats(*imagenet_stats))
-    dblock = DataBlock(blocks=(ImageBlock, CategoryBlock), get_y=NoisyLabel(path, dataset, noise) if noise else class_name,
+    dblock = DataBlock(blocks=(ImageBlock, CategoryBlock), get_y=get_y,
                        splitter=splitter, item_tfms=Resize(presize or default_presize(size, shorter_side(items))),
                        batch_tfms=batch_tfms)
     # Seeded with the sizes too: the same call gives the same batches and the same model after it, while a run's two

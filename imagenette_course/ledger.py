@@ -57,7 +57,7 @@ class RunRecord:
         note = " (quick-mode smoke run: not the chapter's accuracy)" if self.mode == 'quick' else ''
         sizes = '→'.join(map(str, self.sizes))
         return (f"{self.recipe}: accuracy {self.accuracy:.1%}{tta}{note} | {self.mode} mode, {self.device}, "
-                f"{self.n_train} train / {self.n_valid} valid images, {sizes} px, {self.epochs} epochs, "
+                f"{self.n_train} train / {self.n_valid} valid images, {sizes} px, {self.epochs} epoch{'s' * (self.epochs != 1)}, "
                 f"{self.wall_time_s:.0f} s, seed {self.seed}")
 
 # %% ../nbs/90_ledger.ipynb #d92bbeca

@@ -54,7 +54,11 @@ class MixUpFromScratch(Callback):
 
     def after_train(self): self.learn.loss_func = self.plain_loss
     def after_cancel_train(self): self.after_train()
-    def after_cancel_fit(self):  # a fit cancelled in the middle of training never reaches after_train
+    def after_cancel_fit(self): self.plain_loss_back()  # cancelled in the middle of training: no after_train
+    # Nor does a fit stopped by Ctrl-C or an error get one, or any event; but whatever runs next on this `Learner`
+    # (a fit, `validate`, `get_preds`, `tta`) sends before_fit first
+    def before_fit(self): self.plain_loss_back()
+    def plain_loss_back(self):
         if self.learn.loss_func == self.mixed_loss: self.after_train()
 
     def before_batch(self):

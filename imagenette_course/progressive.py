@@ -72,6 +72,15 @@ class ProgressiveResize(Callback):
     def before_epoch(self): self.crop.size = (self.sizes[min(self.epoch, len(self.sizes) - 1)],) * 2
     def after_fit(self): self.crop.size = self.full_size
 
+    # A fit stopped by Ctrl-C or an error gets no `after_fit`, but fastai always detaches the callbacks given to
+    # `fit(cbs=...)`, by setting their `learn` to None: restore the size there too, or validation stays small
+    @property
+    def learn(self): return self.__dict__.get('attached_to')
+    @learn.setter
+    def learn(self, learn):
+        if learn is None and 'crop' in self.__dict__: self.crop.size = self.full_size
+        self.__dict__['attached_to'] = learn
+
 # %% ../nbs/04_progressive_resizing.ipynb #dfeced98
 def progressive_epochs(cfg): # a `RunConfig` (`run_config`)
     "Epochs of the book's two stages on `cfg`: the small stage's, `fine_tune`'s frozen one, then `cfg.epochs`"

@@ -145,6 +145,7 @@ class Checkpoint:
         os.replace(tmp, self.path)
 
     def remove(self):
+        "Delete the checkpoint, once the run is recorded (main process only)"
         if not rank_distrib(): self.path.unlink(missing_ok=True)
 
 # %% ../nbs/91_resume.ipynb #0ab5e3e6
@@ -217,4 +218,8 @@ def default_callbacks(add=(),     # callback classes every new `Learner` gets
 @contextmanager
 def resumable(checkpoint): # the run's `Checkpoint`
     "Track, checkpoint and resume every `fit` of every `Learner` created in the `with` block with `checkpoint`"
-    with default_callbacks(add=[preset(RunTracker, checkpoint=checkpoint)]): yield checkpoint
+    with default_callbacks(add=[preset(RunTracker, checkpoint=checkpoint)]):
+        try: yield checkpoint
+        except BaseException as e:
+            e.checkpoint = checkpoint  # the run a Ctrl-C or SIGTERM stopped, for the command line's message (appendix 94)
+            raise

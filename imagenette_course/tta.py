@@ -6,7 +6,7 @@ Docs: https://imagenette-course.github.io/imagenette_course/tta.html.md"""
 
 # %% auto #0
 __all__ = ['fastai_tta', 'predict_batches', 'learner_precision', 'blend_tta', 'predictions', 'tta', 'flip_tta',
-           'training_crop_side', 'at_training_scale', 'compare_tta']
+           'training_crop_side', 'at_training_scale', 'cudnn_autotuned', 'compare_tta']
 
 # %% ../nbs/05_tta.ipynb #c2fe1466
 import contextlib, math, time
@@ -98,6 +98,14 @@ def at_training_scale(dl): # a fastai validation `DataLoader`
     return dl.new(after_batch=[scaled(t) if isinstance(t, RandomResizedCropGPU) else t for t in dl.after_batch.fs])
 
 # %% ../nbs/05_tta.ipynb #758b0ffe
+@contextlib.contextmanager
+def cudnn_autotuned():
+    "cuDNN's autotuning on in the block, whatever a callback sets inside it: every way predicts with the same algorithms"
+    was = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try: yield
+    finally: torch.backends.cudnn.benchmark = was
+
 def compare_tta(learn,     # a trained `Learner`
                 n=4,       # augmented passes of the two TTAs
                 beta=0.25): # weight of their plain pass
@@ -109,8 +117,9 @@ def compare_tta(learn,     # a trained `Learner`
             'flip only': lambda: flip_tta(learn, dl),
             'training-scale crop': lambda: predictions(learn.model, at_training_scale(dl))}
     results = {}
-    with learner_precision(learn):
-        predictions(learn.model, dl)  # untimed: the first pass also starts the loader's workers
+    # `learn.tta` runs as a fit, where the command line turns cuDNN's autotuning on (appendix 92): so do all the ways
+    with learner_precision(learn), cudnn_autotuned():
+        predictions(learn.model, dl)  # untimed: it starts the loader's workers, and on a GPU tunes cuDNN to the shapes
         for name, predict in ways.items():
             start = time.perf_counter()
             preds, targs = predict()

@@ -243,7 +243,12 @@ NOT_YET = "not finished when this summary was written"
 def run_lanes(argv, args, out, header, order):
     "Run the check as `args.lanes` processes sharing the GPU, each with its share of `order` and its own log and summary"
     start, lanes = time.perf_counter(), lanes_of(order, args.lanes)
-    def stopped(signum, frame):  # `timeout` stops the check and its lanes at once: say which runs it cut short
+    procs, started_at = [], time.time()
+    def stopped(signum, frame):  # stopped by `timeout` (or a `kill`): stop the lanes, then say which runs were cut short
+        for p in procs: p.terminate()  # a plain `kill` reaches only this process: its lanes would go on training
+        for p in procs:
+            try: p.wait(15)  # each writes its summary as it stops
+            except subprocess.TimeoutExpired: p.kill()
         summary = merge_lanes(out, header, order, args.lanes, time.perf_counter() - start)
         for r in summary['results']:
             if r['status'] == 'running': r.update(status='cut', error=f"stopped by signal {signum} (the command's time "
@@ -251,7 +256,6 @@ def run_lanes(argv, args, out, header, order):
         write_summary(out/'summary.json', header, summary['results'], summary['total_s'])
         sys.exit(128 + signum)
     signal.signal(signal.SIGTERM, stopped)
-    procs, started_at = [], time.time()
     for i, lane in enumerate(lanes):
         lane_dir(out, i).mkdir(parents=True, exist_ok=True)
         print(f"lane {i}: {', '.join(name_of(n, s) for n, s in lane)}; log in {lane_dir(out, i)/'log.txt'}", flush=True)

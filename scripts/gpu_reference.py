@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The committed full-mode GPU run, as the course shows it: results/gpu/summary.json (and ledger.jsonl) distilled into the package's
+"""The committed full-mode GPU run, as the course shows it: results/gpu/summary.json (with ledger.jsonl and data_path.json) distilled into the package's
 `full_mode_gpu.json` (read by chapters 02-08, chapter 8's table and figure, and `imagenette-course report`), and the
 README's full-mode table.
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY, LEDGER = ROOT/'results/gpu/summary.json', ROOT/'results/gpu/ledger.jsonl'
+DATA_PATH = ROOT/'results/gpu/data_path.json'  # bench/gpu_data_path.py's, from the same GPU run
 PACKAGED, README = ROOT/'imagenette_course/full_mode_gpu.json', ROOT/'README.md'
 TABLE_START, TABLE_END = '<!-- full-mode table: scripts/gpu_reference.py writes it -->', '<!-- end of full-mode table -->'
 NOT_REACHED = "no result in this run: results/gpu/log.txt shows how far the command got"
@@ -69,6 +70,12 @@ def distil(summary, commit=None, ledger=()):
                 seconds_per_epoch=summary['seconds_per_epoch'], runs=runs)
 
 
+def data_path_speed(bench):
+    "Training images per second at each size (bench/gpu_data_path.py): the model alone, then each data path feeding it"
+    keep = ('size', 'bs', 'model_only', 'decoded_once', 'book')
+    return [{k: s.get(k) for k in keep} for s in bench['sizes']]
+
+
 def markdown_table(ref):
     "The README's table of the reference run"
     sys.path.insert(0, str(ROOT))
@@ -109,6 +116,7 @@ def main(argv=None):
     commit = summary.get('commit') or args.commit or (old.get('commit') if same_run else None)
     if not commit: p.error("results/gpu/summary.json records no commit: pass the commit the run was made from, --commit HASH")
     ref = distil(summary, commit, ledger)
+    if DATA_PATH.is_file(): ref['data_path_speed'] = data_path_speed(json.loads(DATA_PATH.read_text()))
     text = json.dumps(ref, indent=1) + '\n'
     readme = with_table(README.read_text(), markdown_table(ref))
     if args.check:

@@ -1,11 +1,12 @@
 #!/usr/bin/env python
-"""Download the wheels a lent GPU machine needs to run the course: fastai's requirements that its image lacks.
+"""Download the wheels a lent GPU machine needs to run the course: the course's requirements that its image lacks.
 
     python scripts/gpu_wheels.py .whl            # then, there: pip install --no-index --no-deps --target DIR .whl/*.whl
 
-The lent machines (Python 3.12, torch, torchvision, numpy, pandas, matplotlib, scikit-learn, scipy and more, no
-internet) lack fastai and the small packages it brings. This walks fastai's requirements in this environment, so
-each wheel has the version the course was tested with, skips what the machine's image already has, and downloads
+The lent machines (Python 3.12, torch, torchvision, numpy, pandas, matplotlib, scikit-learn, scipy, accelerate and
+more, no internet) lack fastai and the small packages it brings. This walks the course's requirements (fastai's among
+them) in this environment, so each wheel has the version the course was tested with, skips what the machine's image
+already has, and downloads
 the rest for CPython 3.12 on x86-64 Linux, without their dependencies (pip there installs them with --no-deps).
 Pillow comes too: unpack_gpu_data.py needs AVIF, which Pillow's wheels have had since 11.3.
 """
@@ -14,9 +15,10 @@ from importlib import metadata
 from pathlib import Path
 
 # Installed on the lent machines' image (their package list, 2026-11), so not carried. spacy: fastai.text only.
-PROVIDED = set("""anyio certifi charset-normalizer click cloudpickle h11 httpcore httpx idna jinja2 markdown-it-py
-markupsafe matplotlib mdurl numpy packaging pandas pygments python-dateutil pyyaml requests rich scikit-learn scipy
-six sniffio spacy threadpoolctl torch torchvision typing-extensions urllib3 uvloop""".split())
+PROVIDED = set("""accelerate anyio certifi charset-normalizer click cloudpickle filelock fsspec h11 hf-xet httpcore httpx
+huggingface-hub idna jinja2 markdown-it-py markupsafe matplotlib mdurl numpy packaging pandas psutil pygments
+python-dateutil pyyaml requests rich safetensors scikit-learn scipy six sniffio spacy threadpoolctl torch torchvision
+tqdm typing-extensions urllib3 uvloop""".split())
 ALWAYS = ['pillow']  # for AVIF, whatever the image's version
 PLATFORMS = ['manylinux_2_28_x86_64', 'manylinux_2_27_x86_64', 'manylinux_2_17_x86_64', 'manylinux2014_x86_64']
 
@@ -26,16 +28,21 @@ def norm(name):
     return re.sub(r'[-_.]+', '-', name).lower()
 
 
-def needed(root='fastai'):
-    "{name: version} of `root` and everything it requires in this environment, minus `PROVIDED`, plus `ALWAYS`"
-    found, todo = {}, [root, *ALWAYS]
+def requirements(dist):
+    "The names of what the distribution `dist` requires to run (not its extras)"
+    return [re.split(r'[\s;<>=!~\[(]', r, maxsplit=1)[0] for r in dist.requires or [] if 'extra ==' not in r]
+
+
+def needed(root='imagenette_course'):
+    "{name: version} of everything `root` (carried as source) requires in this environment, minus `PROVIDED`, plus `ALWAYS`"
+    found, todo = {}, [*requirements(metadata.distribution(root)), *ALWAYS]
     while todo:
         name = norm(todo.pop())
         if name in found or (name in PROVIDED and name not in ALWAYS): continue
         try: dist = metadata.distribution(name)
         except metadata.PackageNotFoundError: continue  # a requirement for another platform (its marker excluded it here)
         found[name] = dist.version
-        todo += [re.split(r'[\s;<>=!~\[(]', r, maxsplit=1)[0] for r in dist.requires or [] if 'extra ==' not in r]
+        todo += requirements(dist)
     return found
 
 

@@ -13,6 +13,8 @@ mkdir -p "$out"
 trap '{ tar czf "$out/lanes.tgz" -C "$out" lanes 2>/dev/null || true; rm -rf "$out/lanes" "$out"/*.lock "$out"/*.tmp; ls -l "$out"; }' EXIT
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+# A wheel the image lacks stops the call here, in seconds, not after unpacking the data
+python3 -c 'import imagenette_course.cli, imagenette_course.recipes' 2>&1 | tee -a "$out/log.txt"
 # A rerun on a machine still warm from the last one starts afresh: no resuming the cut runs of the last one
 export IMAGENETTE_CHECKPOINTS=$(mktemp -d)
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"

@@ -1,5 +1,5 @@
 "The GPU check, end to end on a CPU in its --smoke setting, on a tiny copy made by its data helper: so it can't rot."
-import json, subprocess, sys
+import json, signal, subprocess, sys
 from pathlib import Path
 
 from imagenette_course.baseline import BOOK, REFERENCES
@@ -68,6 +68,27 @@ def test_gpu_check_smoke_runs_recipes_in_book_order_and_the_split_presize_and_no
     assert {r['extra']['data_path'] for r in ledger} == {'fast'}
     tta = next(r for r in ledger if r['recipe'] == 'tta')
     assert tta['extra']['reused_training']  # measured on the model the progressive recipe had just trained
+
+
+def test_a_killed_check_stops_its_lanes_and_says_which_runs_it_cut(fake_imagenette, tmp_path):
+    "A plain `kill` reaches only the check's own process, not `timeout`'s whole group: its lanes must not train on"
+    import psutil
+    out = tmp_path/'out'
+    check = subprocess.Popen([sys.executable, str(ROOT/'scripts'/'gpu_check.py'), str(fake_imagenette), '--out', str(out),
+                              '--smoke', '--recipes', 'baseline,normalized', '--lanes', '2'],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    named = 0
+    for line in check.stdout:  # each lane is named as it starts
+        named += line.startswith('lane ')
+        if named == 2: break
+    lanes = psutil.Process(check.pid).children()
+    assert len(lanes) == 2
+    check.terminate()
+    assert check.wait(60) == 128 + signal.SIGTERM
+    _, alive = psutil.wait_procs(lanes, timeout=10)
+    assert not alive
+    summary = json.loads((out/'summary.json').read_text())
+    assert {r['status'] for r in summary['results']} <= {'ok', 'cut'} and any(r['status'] == 'cut' for r in summary['results'])
 
 
 def runs_in_book_order():

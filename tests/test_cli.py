@@ -8,6 +8,7 @@ from imagenette_course.cli import main, make_parser
 from imagenette_course.data import MODES
 from imagenette_course.ledger import append_record, read_ledger
 from imagenette_course.recipes import Recipe
+from imagenette_course.resume import Checkpoint, resumable
 from test_data import write_noisy_csv
 
 QUICK = MODES['quick']
@@ -17,7 +18,9 @@ QUICK = MODES['quick']
     (['run', 'baseline', '--epochs', '0'], 'at least 1'),
     (['run', 'baseline', '--epochs', 'two'], "'two' is not a whole number"),
     (['run', 'baseline', '--mode', 'fast'], "invalid choice: 'fast'"),
-    (['run', 'nonsense'], "invalid choice: 'nonsense'"),
+    (['run', 'nonsense'], "unknown recipe 'nonsense' (choose from baseline, "),
+    (['run', 'baselin'], "unknown recipe 'baselin': did you mean 'baseline'?"),
+    (['report', '--plot', 'results.pgf'], "by running LaTeX"),
     (['run'], 'the following arguments are required: recipe'),
     (['run', 'baseline', '--split', 'valid'], "invalid choice: 'valid'"),
     (['run', 'baseline', '--presize', '0'], 'at least 8'),
@@ -26,7 +29,7 @@ QUICK = MODES['quick']
     (['run', 'baseline', '--seed', '-1'], 'from 0 to 4294967295'),
     (['run', 'baseline', '--noise', '25', '--split', 'random'], "leave out --split random"),
     (['report', '--plot', 'results.xyz'], "its extension .xyz is not a format matplotlib writes (.eps, "),
-    (['report', '--plot', 'results'], "it has no extension to name a format"),
+    (['report', '--plot', 'figures'], "it has no extension to name a format"),
     (['report', '--plot', 'no_such_folder/results.png'], "there is no folder no_such_folder. Fix: create it"),
     ([], 'the following arguments are required'),
 ])
@@ -62,6 +65,22 @@ def test_debug_shows_the_traceback_of_an_error(tmp_path, capsys, monkeypatch, ho
     assert e.value.code == 2 and 'Traceback (most recent call last)' in err and str(tmp_path/'nope') in err
 
 
+@pytest.mark.parametrize('value', ['0', 'false', 'No', ''])
+def test_imagenette_debug_set_to_off_is_off(value, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv('IMAGENETTE_DEBUG', value)
+    with pytest.raises(SystemExit) as e: main(['run', 'baseline', '--data', str(tmp_path/'nope')])
+    assert e.value.code == 2 and 'Traceback' not in capsys.readouterr().err
+
+
+def test_a_recipe_may_be_named_as_its_training_function():
+    assert make_parser().parse_args(['run', 'label_smoothing']).recipe == 'label-smoothing'
+
+
+def test_a_plot_path_that_is_a_folder_is_named(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e: main(['report', '--plot', str(tmp_path)])
+    assert e.value.code == 2 and f"--plot {tmp_path}: that is a folder" in capsys.readouterr().err
+
+
 def test_incomplete_data_folder_is_reported_before_training(fake_imagenette, capsys, isolated_ledger):
     (fake_imagenette/'val').rename(fake_imagenette/'valid')
     with pytest.raises(SystemExit) as e: main(['run', 'baseline', '--data', str(fake_imagenette)])
@@ -82,25 +101,58 @@ def test_interrupted_run_all_names_the_recipes_it_recorded(fake_imagenette, monk
                                                            checkpoints):
     def record(name): return dict(recipe=name, mode='quick', device='cpu', sizes=[64], epochs=1, accuracy=0.5, wall_time_s=1.0)
     append_record(record('sota'))  # an earlier run's
-    checkpoints.mkdir(); (checkpoints/'normalized-quick-0.pt').write_bytes(b'')  # the third recipe's first epoch
+    checkpoints.mkdir(); (checkpoints/'sota-quick-0.pt').write_bytes(b'')  # another run's, not this one's
     def two_then_interrupted(*args, **kwargs):
         for name in ('baseline', 'normalized'): append_record(record(name))
-        raise KeyboardInterrupt  # during the third recipe
+        with resumable(Checkpoint(checkpoints/'progressive-quick-0.pt')):  # the third recipe's training
+            (checkpoints/'progressive-quick-0.pt').write_bytes(b'')  # its first epoch
+            raise KeyboardInterrupt
     monkeypatch.setattr(recipes, 'run_all', two_then_interrupted)
     with pytest.raises(SystemExit) as e: main(['run', 'all', '--data', str(fake_imagenette)])
     err = capsys.readouterr().err
     assert e.value.code == 130 and f'baseline, normalized finished and were recorded in {isolated_ledger}' in err
-    assert 'sota' not in err and 'resumes the interrupted training from its checkpoint' in err
+    assert 'interrupted: baseline, normalized finished' in err  # not sota, an earlier run's
+    assert 'run the recipes left by name, with the same options: progressive, progressive-schedule, tta' in err
+    assert f"its checkpoint {checkpoints/'progressive-quick-0.pt'} is kept: the same command resumes" in err
 
 
 def test_a_run_interrupted_before_its_first_checkpoint_says_it_starts_over(fake_imagenette, monkeypatch, capsys,
-                                                                           isolated_ledger):
+                                                                           isolated_ledger, checkpoints):
+    checkpoints.mkdir(); (checkpoints/'sota-quick-0.pt').write_bytes(b'')  # another run's, not this one's
     def interrupted(cfg): raise KeyboardInterrupt
     monkeypatch.setitem(recipes.RECIPES, 'baseline', Recipe(interrupted, 2))
     with pytest.raises(SystemExit) as e: main(['run', 'baseline', '--data', str(fake_imagenette)])
     err = capsys.readouterr().err
     assert e.value.code == 130 and err.startswith('\n')  # off the line a progress bar may be drawing
     assert 'so it has no checkpoint: the same command starts it over' in err and 'resumes' not in err
+
+
+def test_an_error_that_stops_run_all_part_way_names_what_it_recorded(fake_imagenette, monkeypatch, capsys,
+                                                                    isolated_ledger):
+    from imagenette_course.resume import RunError
+    def two_then_failed(*args, **kwargs):
+        for name in ('baseline', 'normalized'):
+            append_record(dict(recipe=name, mode='quick', device='cpu', sizes=[64], epochs=1, accuracy=0.5, wall_time_s=1.0))
+        raise RunError("the checkpoint ... is not a readable checkpoint")
+    monkeypatch.setattr(recipes, 'run_all', two_then_failed)
+    with pytest.raises(SystemExit) as e: main(['run', 'all', '--data', str(fake_imagenette)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and 'error: the checkpoint' in err
+    assert f"before it, baseline, normalized finished and were recorded in {isolated_ledger}" in err
+    assert 'run the recipes left by name, with the same options: progressive, progressive-schedule, tta, mixup' in err
+
+
+def test_loader_workers_killed_by_a_group_sigterm_end_the_run_as_an_interruption(fake_imagenette, monkeypatch, capsys,
+                                                                                isolated_ledger):
+    "`timeout` or a batch system signals the whole process group: the loader's workers may die of it first"
+    def workers_killed(cfg): raise RuntimeError("DataLoader worker (pid 13906) is killed by signal: Terminated. ")
+    monkeypatch.setitem(recipes.RECIPES, 'baseline', Recipe(workers_killed, 2))
+    with pytest.raises(SystemExit) as e: main(['run', 'baseline', '--data', str(fake_imagenette)])
+    err = capsys.readouterr().err
+    assert e.value.code == 128 + signal.SIGTERM and 'interrupted: nothing was written' in err and 'Traceback' not in err
+    def broken(cfg): raise RuntimeError("CUDA error: an illegal memory access")  # any other error is not an interruption
+    monkeypatch.setitem(recipes.RECIPES, 'baseline', Recipe(broken, 2))
+    with pytest.raises(RuntimeError, match='illegal memory'): main(['run', 'baseline', '--data', str(fake_imagenette)])
 
 
 @pytest.mark.parametrize('argv, debug', [(['--debug', 'run', 'baseline'], True), (['run', 'baseline', '--debug'], True),

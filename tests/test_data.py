@@ -177,6 +177,16 @@ def test_an_extra_class_folder_is_named_with_the_expected_classes(fake_imagenett
     assert '.ipynb_checkpoints' not in msg
 
 
+def test_image_files_outside_the_class_folders_are_named_before_training(fake_imagenette):
+    "They have no label: `--split random` would crash on them in the middle of an epoch, the official split drop them"
+    write_jpeg(fake_imagenette/'train'/'stray.JPEG')
+    write_jpeg(fake_imagenette/'val'/'n01440764'/'extra'/'x.JPEG')
+    with pytest.raises(DataError) as e: get_dls(bs=4, size=32, path=fake_imagenette, split='random', num_workers=0)
+    msg = str(e.value)
+    assert f"unexpected image file {fake_imagenette/'train'/'stray.JPEG'} outside the class folders" in msg
+    assert f"unexpected folder {fake_imagenette/'val'/'n01440764'/'extra'} with images inside class folder" in msg
+
+
 # --- presizing from the images on disk ---
 
 def presize_of(dls): return [t.size for t in dls.train.after_item.fs if type(t).__name__ == 'Resize'][0]
@@ -202,9 +212,10 @@ def test_imagewoof_trains_with_its_own_classes_and_variable(fake_imagewoof, monk
 
 def test_a_folder_of_the_other_dataset_says_which_it_looks_like(fake_imagewoof, fake_imagenette):
     with pytest.raises(DataError) as e: check_imagenette(fake_imagewoof)
-    assert "Its class folders are imagewoof's: pass --dataset imagewoof" in str(e.value)
+    assert str(e.value).startswith(f"{fake_imagewoof} holds imagewoof, not imagenette") and e.value.args[0].count('\n') == 0
+    assert "Fix: pass --dataset imagewoof" in str(e.value)  # one line, not every class folder it lacks
     with pytest.raises(DataError) as e: check_imagenette(fake_imagenette, dataset='imagewoof')
-    assert 'not a complete imagewoof folder' in str(e.value) and "--dataset imagenette" in str(e.value)
+    assert 'holds imagenette, not imagewoof' in str(e.value) and "--dataset imagenette" in str(e.value)
     with pytest.raises(ValueError, match='unknown dataset'): resolve_data_path(dataset='imagewolf')
 
 
@@ -256,6 +267,15 @@ def test_a_noisy_label_file_that_is_not_one_is_named_with_the_fix(fake_imagenett
     with pytest.raises(DataError, match=problem) as e:
         get_dls(bs=4, size=32, path=fake_imagenette, noise=5, num_workers=0)
     assert 'Fix: restore noisy_imagenette.csv' in str(e.value) or 'Fix: restore it' in str(e.value)
+
+
+def test_a_noisy_label_file_missing_rows_is_refused_rather_than_leaving_labels_clean(fake_imagenette):
+    write_noisy_csv(fake_imagenette, {})
+    csv = fake_imagenette/'noisy_imagenette.csv'
+    csv.write_text(''.join(csv.read_text().splitlines(keepends=True)[:20]))  # cut short: 19 of 60 images
+    with pytest.raises(DataError, match='has no row for 21 of the training images') as e:
+        get_dls(bs=4, size=32, path=fake_imagenette, noise=5, num_workers=0)
+    assert 'Fix: restore noisy_imagenette.csv' in str(e.value)
 
 
 def test_a_runs_two_sizes_do_not_replay_each_others_shuffles(fake_imagenette):

@@ -8,7 +8,7 @@ import pytest
 DOCS = Path(__file__).resolve().parents[1]/'docs'
 sys.path.insert(0, str(DOCS))
 from build_site import NotebookError, as_markdown, documented, export_doc, notebooks, page_name, process_notebook  # noqa: E402
-from check_site import chapter, documented_names, formulas  # noqa: E402
+from check_site import chapter, documented_names, documents, formulas  # noqa: E402
 
 NBS = DOCS.parent/'nbs'
 
@@ -41,6 +41,28 @@ def test_a_classs_documentation_holds_its_methods_anchors():
     assert doc.startswith('### RunConfig\n') and 'class RunConfig(' in doc
     assert '<span id="runconfig.subset"></span>' in doc and '<span id="runconfig.__str__"></span>' in doc
     assert not documented('distributed.html#gloofriendlydl._broadcast') and documented('data.html#runconfig.__str__')
+
+
+def test_a_title_named_as_an_exported_function_leaves_it_the_anchor(tmp_path):
+    "Chapter 6, *Mixup*, exports `mixup`: `_modidx.py`'s `mixup.html#mixup` must land on the function, not the title"
+    src = write_notebook(tmp_path/'06_mixup.ipynb', nbformat.v4.new_code_cell('#| default_exp mixup'),
+                         nbformat.v4.new_markdown_cell('# Mixup\n\n> A chapter'),
+                         nbformat.v4.new_code_cell('#| export\ndef mixup(cfg): ...'))
+    title, code, doc = [c.source for c in process_notebook(src, tmp_path/'out.ipynb').cells]
+    assert title == '{#mixup-chapter}\n# Mixup\n\n> A chapter' and doc.startswith('## mixup\n')
+
+
+def test_modidx_anchors_must_land_on_the_heading_that_names_them():
+    page = ('<section id="mixup-chapter"><h1>Mixup<a href="#mixup-chapter">¶</a></h1></section>'
+            '<section id="mixupfromscratch">\n<h3>MixUpFromScratch<a class="headerlink" href="#mixupfromscratch">¶</a></h3>\n'
+            '<p><span id="mixupfromscratch.__init__"></span>\n<span id="mixupfromscratch.mixed_loss"></span></p></section>'
+            '<section id="mix-inputs">\n<span id="mix_inputs"></span><h3>mix_inputs<a href="#mix-inputs">¶</a></h3></section>'
+            '<section id="mixup">\n<span id="mixup-1"></span><h3>mixup<a href="#mixup">¶</a></h3></section>')
+    assert all(documents(*link, page) for link in [('mixup', 'mixup'), ('mix_inputs', 'mix_inputs'),
+               ('mixupfromscratch', 'MixUpFromScratch'), ('mixupfromscratch.mixed_loss', 'MixUpFromScratch.mixed_loss')])
+    title_first = page.replace('id="mixup-chapter"', 'id="mixup"').replace('<section id="mixup">', '<section id="id1">')
+    assert not documents('mixup', 'mixup', title_first)  # the anchor exists, on the chapter's title
+    assert not documents('mixupfromscratch.before_fit', 'MixUpFromScratch.before_fit', page)
 
 
 def test_a_notebook_whose_module_is_missing_names_itself(tmp_path):

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from imagenette_course.baseline import full_mode_run
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,6 +42,13 @@ def result(recipe, accuracy, noise=0, split='official', presize=None, **kw):
     return dict(recipe=recipe, noise=noise, split=split, presize=presize, status='ok', error=None, seconds=30.0,
                 accuracy=accuracy, accuracy_tta=None, epochs=5, sizes=[224], seconds_per_epoch={'224': 5.0}, data_path='fast',
                 ledger='/root/out/ledger.jsonl', **kw)
+
+
+def test_the_data_path_speeds_keep_each_size_and_what_fed_the_model():
+    "Appendix 92a prints them: the model alone, the decoded-once loaders and the book's, at each size"
+    speeds = full_mode_run()['data_path_speed']
+    assert [s['size'] for s in speeds] == [128, 224] and all(s['model_only'] > 0 and s['bs'] == 64 for s in speeds)
+    assert all({'decoded_once', 'book'} <= set(s) for s in speeds)
 
 
 def test_every_run_of_the_check_is_listed_and_a_missing_one_says_so(gpu_reference):

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from fastai.callback.core import Callback
 from fastai.data.block import CategoryBlock, DataBlock
 from fastai.data.transforms import GrandparentSplitter, get_image_files, parent_label
 from fastai.learner import Learner
@@ -54,6 +55,18 @@ def test_progressive_resize_needs_random_resized_crop(fake_imagenette):
     with pytest.raises(ValueError, match='aug_transforms'): fit_quietly(small_learner(dls), 1, cbs=ProgressiveResize([16]))
 
 
+class StopOnFirstBatch(Callback):
+    "Ctrl-C, as pressed in the middle of an epoch"
+    def after_batch(self): raise KeyboardInterrupt
+
+
+def test_progressive_resize_restores_the_size_when_ctrl_c_stops_the_fit(dls):
+    learn = small_learner(dls)
+    with pytest.raises(KeyboardInterrupt):
+        fit_quietly(learn, 2, cbs=[ProgressiveResize([16, 32]), StopOnFirstBatch()])
+    assert learn.dls.valid.one_batch()[0].shape[-1] == 32  # validated at full size, not the interrupted epoch's 16 px
+
+
 def test_progressive_takes_another_loss_and_callbacks(fake_imagenette):
     "Chapter 8 calls `progressive(cfg, loss_func=LabelSmoothingCrossEntropy(), cbs=MixUp())`"
     cfg = run_config('quick', path=fake_imagenette, size=48, bs=4, epochs=1)
@@ -66,6 +79,19 @@ def test_progressive_takes_another_loss_and_callbacks(fake_imagenette):
 
 
 # --- TTA ---
+
+def test_compare_tta_predicts_every_way_with_cudnns_autotuning_then_puts_it_back(dls, monkeypatch):
+    "On a GPU `learn.tta` runs as a fit, with appendix 92's autotuning on: the other ways must use the same algorithms"
+    import imagenette_course.tta as tta_module
+    flags, real = [], tta_module.predictions
+    def spy(*args, **kwargs):
+        flags.append(torch.backends.cudnn.benchmark)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(tta_module, 'predictions', spy)
+    monkeypatch.setattr(torch.backends.cudnn, 'benchmark', False)
+    tta_module.compare_tta(small_learner(dls), n=1)
+    assert len(flags) >= 4 and all(flags) and torch.backends.cudnn.benchmark is False
+
 
 def test_fastai_tta_draws_no_progress_bar_and_keeps_the_callback(dls, monkeypatch):
     import fastai.learner

@@ -63,6 +63,19 @@ def test_mixup_restores_the_loss_when_training_is_cancelled(dls, cancel):
     assert isinstance(learn.loss_func, CrossEntropyLossFlat)
 
 
+def test_mixup_interrupted_by_ctrl_c_gives_plain_predictions_and_trains_again(dls):
+    "fastai sends no event when Ctrl-C stops a fit: the next use of the `Learner` must not see the mixed loss"
+    class CtrlC(Callback):
+        def after_batch(self):
+            if self.training: raise KeyboardInterrupt
+    learn = small_learner(dls, cbs=MixUpFromScratch(0.4))
+    with pytest.raises(KeyboardInterrupt): fit_quietly(learn, 1, cbs=CtrlC())
+    with learn.no_bar(): probs, _ = learn.get_preds()
+    assert torch.allclose(probs.sum(1), torch.ones(len(probs)))  # softmaxed by the plain loss, not raw activations
+    assert isinstance(learn.loss_func, CrossEntropyLossFlat)
+    fit_quietly(learn, 1)
+
+
 def test_mixed_loss_reduces_as_the_plain_loss_does(dls):
     learn = small_learner(dls, loss_func=CrossEntropyLossFlat(reduction='sum'))
     mix = MixUpFromScratch(0.4)

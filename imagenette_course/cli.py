@@ -183,7 +183,7 @@ def interrupted_message(args,     # the parsed command line
     if stopped is None: kept = ''  # stopped outside training: before it, or while the trained model was measured
     elif stopped.path.exists():
         kept = f"; its checkpoint {stopped.path} is kept: the same command resumes the interrupted training from it"
-    else: kept = "; no epoch of the interrupted training had finished, so it has no checkpoint: the same command starts it over"
+    else: kept = "; it left no checkpoint to resume from: the same command starts it over"
     return f"interrupted: {done}{kept}"
 
 def error_message(e): # an error the command stops on
@@ -206,17 +206,26 @@ def sigterm_as_ctrl_c():
     received = []
     def interrupt(signum, frame):
         received.append(signum)
+        # the loader's workers may be dying of the same signal: torch's SIGCHLD handler would raise again, mid-message
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         raise KeyboardInterrupt
     if threading.current_thread() is not threading.main_thread(): yield received; return  # only it handles signals
-    old = signal.signal(signal.SIGTERM, interrupt)
+    old, old_child = signal.signal(signal.SIGTERM, interrupt), signal.getsignal(signal.SIGCHLD)
     try: yield received
-    finally:
-        if old is not None: signal.signal(signal.SIGTERM, old)  # None: a handler set outside Python, left as it is
+    finally:  # None: a handler set outside Python, left as it is
+        for sig, handler in ((signal.SIGTERM, old), (signal.SIGCHLD, old_child)):
+            if handler is not None: signal.signal(sig, handler)
 
-def stopped_by_signal(e): # what a run ended on
-    "Whether `e` is how Ctrl-C or SIGTERM ends a run: a `KeyboardInterrupt`, or the loader's workers killed by a SIGTERM"
-    # sent to the whole process group (`timeout`, a batch system), it may kill the workers before this process sees it
-    return isinstance(e, KeyboardInterrupt) or (isinstance(e, RuntimeError) and 'killed by signal: Terminated' in str(e))
+def stopped_by_signal(e,        # what a run ended on
+                      received): # the signals `sigterm_as_ctrl_c` received
+    "Whether `e` is how Ctrl-C or SIGTERM ended a run: a `KeyboardInterrupt`, or the loader's workers killed by a SIGTERM"
+    if isinstance(e, KeyboardInterrupt) or received: return True  # received: whatever the signal's unwinding raised
+    # sent to the whole process group (`timeout`, a batch system), it may kill the workers before this process sees
+    # it; the loader's error ("exited unexpectedly") may only wrap the one that names the signal
+    while e is not None:
+        if 'killed by signal: Terminated' in str(e): return True
+        e = e.__cause__ or e.__context__
+    return False
 
 def main(argv=None):
     "Entry point of the `imagenette-course` command"
@@ -242,7 +251,7 @@ def main(argv=None):
         after = f"\n{parser.prog}: before it, {recorded}" if recorded else ''
         parser.exit(2, f"{parser.prog}: error: {error_message(e)}{after}\n")
     except (KeyboardInterrupt, RuntimeError) as e:
-        if not stopped_by_signal(e): raise
+        if not stopped_by_signal(e, received): raise
         code = 130 if isinstance(e, KeyboardInterrupt) and not received else 128 + signal.SIGTERM  # as a shell reports them
         # on a line of its own: a progress bar may have been drawing on the current one
         parser.exit(code, f"\n{parser.prog}: {interrupted_message(args, before, getattr(e, 'checkpoint', None))}\n")

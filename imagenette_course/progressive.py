@@ -65,6 +65,7 @@ class ProgressiveResize(Callback):
     def __init__(self, sizes): self.sizes = sizes # image size of each epoch, in px (`size_schedule`)
 
     def before_fit(self):
+        if 'crop' in self.__dict__: self.crop.size = self.full_size  # a fit of this Learner stopped by Ctrl-C (below)
         crops = [t for t in self.dls.train.after_batch.fs if isinstance(t, RandomResizedCropGPU)]
         if not crops: raise ValueError("ProgressiveResize needs aug_transforms(..., min_scale<1) in the batch transforms")
         self.crop, self.full_size = crops[0], crops[0].size
@@ -73,7 +74,8 @@ class ProgressiveResize(Callback):
     def after_fit(self): self.crop.size = self.full_size
 
     # A fit stopped by Ctrl-C or an error gets no `after_fit`, but fastai always detaches the callbacks given to
-    # `fit(cbs=...)`, by setting their `learn` to None: restore the size there too, or validation stays small
+    # `fit(cbs=...)`, by setting their `learn` to None: restore the size there too, or validation stays small.
+    # (Given to the `Learner` instead, the callback stays, and restores the size at the next fit's start.)
     @property
     def learn(self): return self.__dict__.get('attached_to')
     @learn.setter

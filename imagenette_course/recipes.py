@@ -7,7 +7,7 @@ Docs: https://imagenette-course.github.io/imagenette_course/recipes.html.md"""
 # %% auto #0
 __all__ = ['RECIPES', 'DATA_PATHS', 'Recipe', 'tta_comparison', 'with_tta', 'recipe_names', 'recipe_config', 'writable_folder',
            'check_ledger', 'check_run_folders', 'data_path_callbacks', 'training_key', 'trained', 'presize',
-           'sizes_trained', 'save_record', 'finished_record', 'run_recipe', 'run_all']
+           'sizes_trained', 'save_record', 'finished_record', 'measured', 'run_recipe', 'run_all']
 
 # %% ../nbs/93_recipes.ipynb #ba19310d
 import json, os, tempfile, time
@@ -29,7 +29,8 @@ from .mixup import mixup
 from .label_smoothing import label_smoothing
 from .sota import SOTA_SETTINGS, sota
 from .ledger import RunRecord, append_record, comparison_table, ledger_path, ledger_problem, read_ledger
-from .resume import Checkpoint, RunError, checkpoint_dir, default_callbacks, resumable, run_key
+from .resume import (
+    Checkpoint, RunError, checkpoint_dir, default_callbacks, naming_its_run, resumable, run_key)
 from .distributed import speed_ups, wait_for_every_process
 from .fast_data import DecodeOnce, StoreDL
 
@@ -161,6 +162,19 @@ def finished_record(name,         # the recipe
     return RunRecord(**found[-1]) if found else None
 
 # %% ../nbs/93_recipes.ipynb #df1d3354
+def measured(recipe, # a `Recipe`
+             learn,  # the `Learner` its training returned
+             ck,     # the training's `Checkpoint`
+             reused): # whether the training was an earlier recipe's, in this process
+    "(accuracy, extra results) of the trained `learn`: validated at its final size, then `recipe.evaluate`'s results"
+    acc = float(learn.validate()[1])  # on the validation set of the final size, by the finished model
+    extra = dict(seconds_per_epoch=seconds_per_epoch(ck.state['epochs']), presize=presize(learn.dls),
+                 run_id=ck.state['uid'], reused_training=reused,
+                 # the one the last fit used: where the images don't fit, the fast path's fit keeps the book's loaders
+                 data_path='fast' if isinstance(learn.dls.train, StoreDL) else 'book')
+    if recipe.evaluate: extra.update(recipe.evaluate(learn))
+    return acc, extra
+
 def run_recipe(name,            # a recipe of `RECIPES`
                mode=None,       # 'quick' or 'full' (default: `get_mode()`)
                ledger=None,     # the ledger file (default: `ledger_path()`)
@@ -187,12 +201,7 @@ def run_recipe(name,            # a recipe of `RECIPES`
     if reused and main: print(f"{name}: measuring the model trained earlier in this run by `{recipe.train.__name__}` "
                               f"with the same settings", flush=True)
     start = time.perf_counter()
-    acc = float(learn.validate()[1])  # on the validation set of the final size, by the finished model
-    extra = dict(seconds_per_epoch=seconds_per_epoch(ck.state['epochs']), presize=presize(learn.dls),
-                 run_id=ck.state['uid'], reused_training=reused,
-                 # the one the last fit used: where the images don't fit, the fast path's fit keeps the book's loaders
-                 data_path='fast' if isinstance(learn.dls.train, StoreDL) else 'book')
-    if recipe.evaluate: extra.update(recipe.evaluate(learn))
+    with naming_its_run(ck): acc, extra = measured(recipe, learn, ck, reused)  # stopped here, the training is kept
     dls = learn.dls
     record = RunRecord(name, cfg.mode, device_name(), len(dls.train_ds), len(dls.valid_ds), sizes_trained(ck.state['epochs']),
                        len(ck.state['epochs']), acc, round(train_s + time.perf_counter() - start, 1), cfg.seed, cfg.bs,

@@ -7,7 +7,7 @@ Docs: https://imagenette-course.github.io/imagenette_course/resume.html.md"""
 # %% auto #0
 __all__ = ['HASHED_WHEN_SET', 'RunError', 'CheckpointError', 'checkpoint_dir', 'run_key', 'unwrapped', 'plain_values',
            'on_param_devices', 'loader_rng', 'rng_states', 'set_rng_states', 'Checkpoint', 'RunTracker', 'preset',
-           'default_callbacks', 'resumable']
+           'default_callbacks', 'naming_its_run', 'resumable']
 
 # %% ../nbs/91_resume.ipynb #444a833b
 import hashlib, json, os, random, time, uuid
@@ -216,10 +216,14 @@ def default_callbacks(add=(),     # callback classes every new `Learner` gets
     finally: defaults.callbacks = old
 
 @contextmanager
+def naming_its_run(checkpoint): # the run's `Checkpoint`
+    "An exception out of the `with` block (a Ctrl-C too) carries `checkpoint` as `.checkpoint`: the run it stopped"
+    try: yield checkpoint
+    except BaseException as e:
+        if not hasattr(e, 'checkpoint'): e.checkpoint = checkpoint  # for the command line's message (appendix 94)
+        raise
+
+@contextmanager
 def resumable(checkpoint): # the run's `Checkpoint`
     "Track, checkpoint and resume every `fit` of every `Learner` created in the `with` block with `checkpoint`"
-    with default_callbacks(add=[preset(RunTracker, checkpoint=checkpoint)]):
-        try: yield checkpoint
-        except BaseException as e:
-            e.checkpoint = checkpoint  # the run a Ctrl-C or SIGTERM stopped, for the command line's message (appendix 94)
-            raise
+    with default_callbacks(add=[preset(RunTracker, checkpoint=checkpoint)]), naming_its_run(checkpoint): yield checkpoint

@@ -147,8 +147,8 @@ def run_one(name, argv, ledger):
     before = len(read_ledger(ledger))
     start, status, error = time.perf_counter(), 'ok', None
     try: cli.main(['run', name, *argv])
-    except SystemExit as e:  # the CLI's own exits: bad data, a bad checkpoint, Ctrl-C
-        if e.code == 130: raise
+    except SystemExit as e:  # the CLI's own exits: bad data, a bad checkpoint, Ctrl-C (130), SIGTERM (143)
+        if e.code in (130, 128 + signal.SIGTERM): raise  # the check is stopped (its time limit?), not just this recipe
         status, error = 'failed', f"imagenette-course exited with status {e.code}"
     except Exception as e:  # one broken recipe must not hide the results of the others
         traceback.print_exc()
@@ -247,8 +247,8 @@ def run_lanes(argv, args, out, header, order):
     def stopped(signum, frame):  # stopped by `timeout` (or a `kill`): stop the lanes, then say which runs were cut short
         for p in procs: p.terminate()  # a plain `kill` reaches only this process: its lanes would go on training
         for p in procs:
-            try: p.wait(15)  # each writes its summary as it stops
-            except subprocess.TimeoutExpired: p.kill()
+            try: p.wait(15)  # each ends its recipe as a SIGTERM does (appendix 94); the runs it cut are marked below
+            except subprocess.TimeoutExpired: p.kill(); p.wait()
         summary = merge_lanes(out, header, order, args.lanes, time.perf_counter() - start)
         for r in summary['results']:
             if r['status'] == 'running': r.update(status='cut', error=f"stopped by signal {signum} (the command's time "

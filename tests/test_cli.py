@@ -20,7 +20,6 @@ QUICK = MODES['quick']
     (['run', 'baseline', '--mode', 'fast'], "invalid choice: 'fast'"),
     (['run', 'nonsense'], "unknown recipe 'nonsense' (choose from baseline, "),
     (['run', 'baselin'], "unknown recipe 'baselin': did you mean 'baseline'?"),
-    (['report', '--plot', 'results.pgf'], "by running LaTeX"),
     (['run'], 'the following arguments are required: recipe'),
     (['run', 'baseline', '--split', 'valid'], "invalid choice: 'valid'"),
     (['run', 'baseline', '--presize', '0'], 'at least 8'),
@@ -76,6 +75,13 @@ def test_a_recipe_may_be_named_as_its_training_function():
     assert make_parser().parse_args(['run', 'label_smoothing']).recipe == 'label-smoothing'
 
 
+def test_pgf_without_latex_is_refused_before_the_table(monkeypatch, capsys):
+    import shutil
+    monkeypatch.setattr(shutil, 'which', lambda name: None)
+    with pytest.raises(SystemExit) as e: main(['report', '--plot', 'results.pgf'])
+    assert e.value.code == 2 and 'by running LaTeX (xelatex), which is not installed' in capsys.readouterr().err
+
+
 def test_a_plot_path_that_is_a_folder_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit) as e: main(['report', '--plot', str(tmp_path)])
     assert e.value.code == 2 and f"--plot {tmp_path}: that is a folder" in capsys.readouterr().err
@@ -124,7 +130,7 @@ def test_a_run_interrupted_before_its_first_checkpoint_says_it_starts_over(fake_
     with pytest.raises(SystemExit) as e: main(['run', 'baseline', '--data', str(fake_imagenette)])
     err = capsys.readouterr().err
     assert e.value.code == 130 and err.startswith('\n')  # off the line a progress bar may be drawing
-    assert 'so it has no checkpoint: the same command starts it over' in err and 'resumes' not in err
+    assert 'it left no checkpoint to resume from: the same command starts it over' in err and 'resumes' not in err
 
 
 def test_an_error_that_stops_run_all_part_way_names_what_it_recorded(fake_imagenette, monkeypatch, capsys,
@@ -150,6 +156,12 @@ def test_loader_workers_killed_by_a_group_sigterm_end_the_run_as_an_interruption
     with pytest.raises(SystemExit) as e: main(['run', 'baseline', '--data', str(fake_imagenette)])
     err = capsys.readouterr().err
     assert e.value.code == 128 + signal.SIGTERM and 'interrupted: nothing was written' in err and 'Traceback' not in err
+    def wrapped(cfg):  # the loader's own error, raised while it waits for a batch, names the signal only in its cause
+        try: workers_killed(cfg)
+        except RuntimeError as cause: raise RuntimeError("DataLoader worker (pid(s) 13906) exited unexpectedly") from cause
+    monkeypatch.setitem(recipes.RECIPES, 'baseline', Recipe(wrapped, 2))
+    with pytest.raises(SystemExit) as e: main(['run', 'baseline', '--data', str(fake_imagenette)])
+    assert e.value.code == 128 + signal.SIGTERM and 'Traceback' not in capsys.readouterr().err
     def broken(cfg): raise RuntimeError("CUDA error: an illegal memory access")  # any other error is not an interruption
     monkeypatch.setitem(recipes.RECIPES, 'baseline', Recipe(broken, 2))
     with pytest.raises(RuntimeError, match='illegal memory'): main(['run', 'baseline', '--data', str(fake_imagenette)])

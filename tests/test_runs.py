@@ -112,6 +112,17 @@ def test_interrupted_run_keeps_its_checkpoint_and_says_so(fake_imagenette, check
     assert not isolated_ledger.exists() and len(list(checkpoints.glob('*.pt'))) == 1
 
 
+def test_a_run_stopped_while_measuring_keeps_its_finished_training(fake_imagenette, checkpoints, isolated_ledger,
+                                                                  monkeypatch, capsys):
+    "Its checkpoint holds every epoch: the message must say so, not that nothing is left"
+    def stopped(*args): raise KeyboardInterrupt
+    monkeypatch.setattr(recipes, 'measured', stopped)
+    with pytest.raises(SystemExit) as e:
+        imagenette_course.cli.main(['run', 'baseline', '--data', str(fake_imagenette), *ARGS, '--epochs', '1'])
+    assert e.value.code == 130 and 'is kept: the same command resumes the interrupted training' in capsys.readouterr().err
+    assert not isolated_ledger.exists() and len(list(checkpoints.glob('*.pt'))) == 1
+
+
 def test_killed_after_recording_is_not_recorded_twice(fake_imagenette, checkpoints, isolated_ledger, monkeypatch):
     "A run killed between writing its record and deleting its checkpoint is recognised when started again"
     def killed(self): raise KeyboardInterrupt

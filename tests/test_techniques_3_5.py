@@ -67,6 +67,14 @@ def test_progressive_resize_restores_the_size_when_ctrl_c_stops_the_fit(dls):
     assert learn.dls.valid.one_batch()[0].shape[-1] == 32  # validated at full size, not the interrupted epoch's 16 px
 
 
+def test_progressive_resize_given_to_the_learner_restores_the_size_at_the_next_fit(dls):
+    "Not detached after a Ctrl-C, it must not take the interrupted epoch's size for the full size"
+    learn = small_learner(dls, cbs=ProgressiveResize([16, 32]))
+    with pytest.raises(KeyboardInterrupt): fit_quietly(learn, 2, cbs=StopOnFirstBatch())
+    fit_quietly(learn, 1)
+    assert learn.dls.valid.one_batch()[0].shape[-1] == 32
+
+
 def test_progressive_takes_another_loss_and_callbacks(fake_imagenette):
     "Chapter 8 calls `progressive(cfg, loss_func=LabelSmoothingCrossEntropy(), cbs=MixUp())`"
     cfg = run_config('quick', path=fake_imagenette, size=48, bs=4, epochs=1)

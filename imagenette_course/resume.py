@@ -135,8 +135,9 @@ class Checkpoint:
         # could leave a broken one, which the next run then names. A checkpoint of xresnet50 with Adam's state is
         # hundreds of MB, every epoch: forcing it to disk each time would cost a GPU run seconds.
         try: torch.save(saved, tmp)
-        except (OSError, RuntimeError) as e:  # a full disk: torch's writer raises RuntimeError, not OSError
-            tmp.unlink(missing_ok=True)
+        except BaseException as e:  # a full disk (torch's writer raises RuntimeError, not OSError), or a Ctrl-C
+            tmp.unlink(missing_ok=True)  # hundreds of MB that no run would read
+            if not isinstance(e, (OSError, RuntimeError)): raise
             kept = 'the last checkpoint there is kept' if self.path.exists() else 'no epoch of this run is saved yet'
             why = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise RunError(f"the checkpoint could not be written in {self.path.parent} ({why}); "

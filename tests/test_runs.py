@@ -179,18 +179,21 @@ def test_a_finished_mixup_run_killed_before_recording_records_without_training(f
     assert len(read_ledger()) == 1 and all(torch.equal(v, rec.learn.model.state_dict()[k]) for k, v in saved.items())
 
 
-def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint_and_says_what_to_do(fake_imagenette, checkpoints,
-                                                                                       monkeypatch):
+@pytest.mark.parametrize('stop, expected', [
+    (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0"), RunError),  # a full disk
+    (KeyboardInterrupt(), KeyboardInterrupt)])  # Ctrl-C (or a SIGTERM) in the middle of the write
+def test_a_checkpoint_write_cut_short_keeps_the_last_checkpoint_and_no_partial_file(fake_imagenette, checkpoints,
+                                                                                     monkeypatch, stop, expected):
     dls = get_dls(bs=8, size=32, path=fake_imagenette, num_workers=0)
     with resumable(Checkpoint(checkpoints/'fit.pt')), pytest.raises(KeyboardInterrupt):
         learner(dls, xresnet18).fit(3, cbs=InterruptAfter(0))
     saved = (checkpoints/'fit.pt').read_bytes()
-    def disk_full(obj, f):
+    def cut_short(obj, f):
         Path(f).write_bytes(b'partial')
-        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
-    monkeypatch.setattr(torch, 'save', disk_full)
-    with resumable(Checkpoint(checkpoints/'fit.pt')), pytest.raises(RunError, match='the last checkpoint there is kept'):
-        learner(dls, xresnet18).fit(3)
+        raise stop
+    monkeypatch.setattr(torch, 'save', cut_short)
+    with resumable(Checkpoint(checkpoints/'fit.pt')), pytest.raises(expected) as e: learner(dls, xresnet18).fit(3)
+    if expected is RunError: assert 'the last checkpoint there is kept' in str(e.value)
     assert [p.name for p in checkpoints.iterdir()] == ['fit.pt'] and (checkpoints/'fit.pt').read_bytes() == saved
 
 

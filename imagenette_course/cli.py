@@ -6,9 +6,9 @@ Docs: https://imagenette-course.github.io/imagenette_course/cli.html.md"""
 
 # %% auto #0
 __all__ = ['RECIPE_NAMES', 'MODE_NAMES', 'DATASET_NAMES', 'NOISE_CHOICES', 'DATA_PATH_NAMES', 'SPLIT_NAMES', 'MIN_SIZE',
-           'whole_number', 'recipe_name', 'make_parser', 'plot_problem', 'argument_problem', 'report', 'save_whole',
-           'run', 'recorded_recipes', 'recorded_since', 'interrupted_message', 'error_message', 'plain_warnings',
-           'sigterm_as_ctrl_c', 'stopped_by_signal', 'main']
+           'whole_number', 'a_path', 'recipe_name', 'make_parser', 'plot_problem', 'argument_problem', 'report',
+           'save_whole', 'run', 'recorded_recipes', 'recorded_since', 'interrupted_message', 'error_message',
+           'plain_warnings', 'sigterm_as_ctrl_c', 'stopped_by_signal', 'main']
 
 # %% ../nbs/94_cli.ipynb #8a9f5283
 import argparse, difflib, os, shutil, signal, threading, traceback, warnings
@@ -37,6 +37,11 @@ def whole_number(lo=1,    # the smallest value allowed
         return n
     return parse
 
+def a_path(s): # a path as typed
+    "An argparse type: a path that isn't empty (`--ledger \"$UNSET_VARIABLE\"` would otherwise mean the default)"
+    if not s.strip(): raise argparse.ArgumentTypeError("the path is empty: give one, or leave the option out for the default")
+    return s
+
 def recipe_name(s): # a recipe as typed
     "An argparse type: a recipe of `RECIPE_NAMES` or 'all', `_` read as `-` (the training functions' own names)"
     name = s.replace('_', '-')
@@ -60,7 +65,7 @@ def make_parser():
     run.add_argument('--mode', choices=MODE_NAMES,
                      help="quick: small subset for a CPU; full: the book's settings. "
                           "Default: $IMAGENETTE_MODE, else full on a GPU and quick otherwise")
-    run.add_argument('--data', metavar='PATH', help="the dataset's folder (with train/ and val/); default: $IMAGENETTE_PATH "
+    run.add_argument('--data', type=a_path, metavar='PATH', help="the dataset's folder (with train/ and val/); default: $IMAGENETTE_PATH "
                                                    "($IMAGEWOOF_PATH for imagewoof), else downloaded with untar_data")
     run.add_argument('--dataset', choices=DATASET_NAMES, help="imagenette (default) or its sister of ten dog breeds")
     run.add_argument('--noise', type=int, choices=NOISE_CHOICES,
@@ -79,10 +84,10 @@ def make_parser():
     run.add_argument('--data-path', choices=DATA_PATH_NAMES,
                      help="fast: decode every image once and augment on the GPU (appendix 92a); book: the book's "
                           "loaders, decoding every epoch. Default: fast on a GPU, book otherwise")
-    run.add_argument('--ledger', metavar='FILE', help="results ledger (default: $IMAGENETTE_LEDGER or ~/.imagenette_course/ledger.jsonl)")
+    run.add_argument('--ledger', type=a_path, metavar='FILE', help="results ledger (default: $IMAGENETTE_LEDGER or ~/.imagenette_course/ledger.jsonl)")
     rep = sub.add_parser('report', parents=[debug], help="compare the newest run of every recipe, as a table and optionally figures")
-    rep.add_argument('--ledger', metavar='FILE', help="results ledger to read")
-    rep.add_argument('--plot', metavar='FILE', help="also save the comparison figures to FILE (e.g. results.png)")
+    rep.add_argument('--ledger', type=a_path, metavar='FILE', help="results ledger to read")
+    rep.add_argument('--plot', type=a_path, metavar='FILE', help="also save the comparison figures to FILE (e.g. results.png)")
     return p
 
 # %% ../nbs/94_cli.ipynb #ccbe67ae

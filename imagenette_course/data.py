@@ -358,6 +358,8 @@ def get_dls(bs:int=64,               # batch size
            )->DataLoaders:
     "Imagenette `DataLoaders` as in the book: presize, then batch augmentation at `size`, optional ImageNet normalization"
     check_counts(bs=bs, size=size, n_train=n_train, n_valid=n_valid, presize=presize)
+    if presize is not None and presize < size:  # the batch crops would blow up blurred images
+        raise ValueError(f"presize={presize} is smaller than size={size}: the item resize must leave the crops room")
     path = resolve_data_path(path, dataset)
     if noise and split != 'official': raise ValueError("noisy labels are for the official split's training images")
     items = imagenette_items(path, split, n_train, n_valid, seed, dataset)

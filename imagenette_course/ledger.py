@@ -10,7 +10,7 @@ __all__ = ['COMPARED_FIELDS', 'CONFIG_FIELDS', 'SHOWN_BROKEN', 'library_versions
            'data_name', 'latest_runs', 'runs_table', 'comparison_table', 'plot_comparison']
 
 # %% ../nbs/90_ledger.ipynb #add2717e
-import errno, json, os, platform, tempfile, warnings
+import codecs, errno, json, os, platform, tempfile, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, asdict, field
 from datetime import datetime, timezone
@@ -139,6 +139,10 @@ def record_problem(rec):
         if name in rec and not isinstance(rec[name], dict): return f"field {name!r} is not an object"
     tta = rec.get('extra', {}).get('accuracy_tta', 0.)  # the table prints it as a percentage
     if not _is_a(tta, float): return f"field 'extra.accuracy_tta' is {tta!r}, not a number"
+    for name, value in (('accuracy', rec['accuracy']), ('extra.accuracy_tta', tta)):  # a hand edit's 85 for 0.85
+        if not 0 <= value <= 1: return f"field {name!r} is {value!r}, not a share from 0 to 1"
+    if rec['epochs'] < 1: return f"field 'epochs' is {rec['epochs']!r}, not at least 1"
+    if rec['wall_time_s'] < 0: return f"field 'wall_time_s' is {rec['wall_time_s']!r}, below 0"
     for name, typ in CONFIG_FIELDS.items():  # the data a run was trained on, in words (`data_name`)
         value = rec.get('config', {}).get(name)
         if value is not None and not _is_a(value, typ): return f"field 'config.{name}' is {value!r}, not of type {typ.__name__}"
@@ -147,7 +151,7 @@ class LedgerError(ValueError): "A file given as the results ledger is not one; t
 
 def ledger_problem(path): # an existing file, given as the ledger
     "Why the file `path` is no results ledger (`None` if it may be one): it holds text, but no line a JSON record"
-    with open(path, 'rb') as f: head = f.read(65536).splitlines()
+    with open(path, 'rb') as f: head = f.read(65536).removeprefix(codecs.BOM_UTF8).splitlines()  # an editor's BOM
     if any(line.strip() for line in head) and not any(line.strip().startswith(b'{') for line in head):
         return f"{path} exists and is not a results ledger (none of its first lines is a JSON record)"
 
@@ -162,7 +166,7 @@ def read_ledger(path=None): # the ledger file (`None`: `ledger_path()`)
         raise LedgerError(f"{problem}. Fix: --ledger (or IMAGENETTE_LEDGER) naming the .jsonl file that "
                           f"`imagenette-course run` writes")
     records, broken = [], []
-    for i, line in enumerate(path.read_text(errors='replace').splitlines(), 1):
+    for i, line in enumerate(path.read_text(encoding='utf-8-sig', errors='replace').splitlines(), 1):
         if not line.strip(): continue
         try: rec = json.loads(line)
         except json.JSONDecodeError as e: problem = f"not JSON ({e})"

@@ -29,6 +29,8 @@ QUICK = MODES['quick']
     (['run', 'baseline', '--noise', '25', '--split', 'random'], "leave out --split random"),
     (['report', '--plot', 'results.xyz'], "its extension .xyz is not a format matplotlib writes (.eps, "),
     (['report', '--plot', 'figures'], "it has no extension to name a format"),
+    (['run', 'baseline', '--ledger', ''], "argument --ledger: the path is empty"),
+    (['report', '--ledger', ' '], "argument --ledger: the path is empty"),
     (['report', '--plot', 'no_such_folder/results.png'], "there is no folder no_such_folder. Fix: create it"),
     ([], 'the following arguments are required'),
 ])

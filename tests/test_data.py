@@ -187,6 +187,11 @@ def test_image_files_outside_the_class_folders_are_named_before_training(fake_im
     assert f"unexpected folder {fake_imagenette/'val'/'n01440764'/'extra'} with images inside class folder" in msg
 
 
+def test_a_presize_smaller_than_the_size_is_refused(fake_imagenette):
+    with pytest.raises(ValueError, match='presize=16 is smaller than size=32'):
+        get_dls(bs=4, size=32, presize=16, path=fake_imagenette, num_workers=0)
+
+
 # --- presizing from the images on disk ---
 
 def presize_of(dls): return [t.size for t in dls.train.after_item.fs if type(t).__name__ == 'Resize'][0]

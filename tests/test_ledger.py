@@ -102,6 +102,10 @@ def test_printed_record_states_mode_and_setting():
     (dict(epochs=True), "field 'epochs' is True, not of type int"),
     (dict(sizes=None), "field 'sizes' is None, not of type list"),
     (dict(extra=[1]), "field 'extra' is not an object"),
+    (dict(accuracy=85.0), "field 'accuracy' is 85.0, not a share from 0 to 1"),  # a percentage typed for a share
+    (dict(extra=dict(accuracy_tta=-0.1)), "field 'extra.accuracy_tta' is -0.1, not a share from 0 to 1"),
+    (dict(wall_time_s=-5.0), "field 'wall_time_s' is -5.0, below 0"),
+    (dict(epochs=0), "field 'epochs' is 0, not at least 1"),
 ])
 def test_records_with_a_wrong_type_are_skipped_with_their_line(tmp_path, change, problem):
     path = tmp_path/'ledger.jsonl'
@@ -109,6 +113,14 @@ def test_records_with_a_wrong_type_are_skipped_with_their_line(tmp_path, change,
     append_record({**asdict(record('b')), **change}, path)
     with pytest.warns(UserWarning, match='line 2') as w: recs = read_ledger(path)
     assert [r['recipe'] for r in recs] == ['a'] and problem in str(w[0].message)
+
+
+def test_a_ledger_saved_with_a_byte_order_mark_reads_whole(tmp_path):
+    "As a Windows editor saves it"
+    path = tmp_path/'ledger.jsonl'
+    append_record(record('a'), path)
+    path.write_bytes(b'\xef\xbb\xbf' + path.read_bytes())
+    assert [r['recipe'] for r in read_ledger(path)] == ['a']
 
 
 def test_the_data_name_says_what_differs_from_the_plain_run():

@@ -88,6 +88,7 @@ def make_parser():
     rep = sub.add_parser('report', parents=[debug], help="compare the newest run of every recipe, as a table and optionally figures")
     rep.add_argument('--ledger', type=a_path, metavar='FILE', help="results ledger to read")
     rep.add_argument('--plot', type=a_path, metavar='FILE', help="also save the comparison figures to FILE (e.g. results.png)")
+    p.commands = dict(run=run, report=rep)  # each says its own problems, under its own usage line
     return p
 
 # %% ../nbs/94_cli.ipynb #ccbe67ae
@@ -236,7 +237,7 @@ def main(argv=None):
     "Entry point of the `imagenette-course` command"
     parser = make_parser()
     args = parser.parse_args(argv)  # --help and bad arguments end here, before torch and fastai load
-    if problem := argument_problem(args): parser.error(problem)
+    if problem := argument_problem(args): parser.commands[args.command].error(problem)
     try:  # torch and fastai load here, for seconds
         from imagenette_course.data import DataError
         from imagenette_course.ledger import LedgerError

@@ -46,6 +46,7 @@ def test_a_mode_from_the_environment_that_is_not_one_is_named(tmp_path, monkeypa
     with pytest.raises(SystemExit) as e: main(['run', 'baseline'])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "IMAGENETTE_MODE is 'bogus'" in err and 'set it to quick or full' in err
+    assert err.startswith('usage: imagenette-course run ')  # the options of the command it was given
     with pytest.raises(SystemExit) as e: main(['run', 'baseline', '--mode', 'quick', '--data', str(tmp_path/'nope')])
     assert 'IMAGENETTE_MODE' not in capsys.readouterr().err  # --mode overrides it: the run goes on, to the data
 

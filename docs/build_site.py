@@ -108,12 +108,14 @@ class document_exports(Processor):
         if exp is None: return
         try: module = importlib.import_module(f'{PACKAGE}.{exp.strip()}')
         except ImportError as e: raise NotebookError(f"its module can't be imported ({e}): run nbdev-export") from e
-        docs, level = {}, 1
+        docs, names, level = {}, set(), 1
         for i, cell in enumerate(cells):
             if cell.cell_type == 'markdown': level = ([level] + heading_levels(cell.source))[-1]
             # nbdev's own choice of what to document: its `add_show_docs` picks these cells and names
-            if _want_doc(cell): docs[i] = [export_doc(module, nm, modidx, level + 1) for nm in _def_names(cell, set())]
-        names = {nm.lower() for i in docs for nm in _def_names(cells[i], set())}
+            if not _want_doc(cell): continue
+            defined = _def_names(cell, set())
+            docs[i] = [export_doc(module, nm, modidx, level + 1) for nm in defined]
+            names |= {nm.lower() for nm in defined}
         for i in reversed(docs): cells[i+1:i+1] = [mk_cell(doc, 'markdown') for doc in docs[i]]
         title = next((c for c in cells if c.cell_type == 'markdown' and c.source.startswith('# ')), None)
         # A title such as "Mixup" would take the anchor `mixup`, which `_modidx` gives the function of that name

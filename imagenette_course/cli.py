@@ -253,7 +253,7 @@ def main(argv=None):
                 run(args)
     except (DataError, LedgerError, RunError, OSError) as e:
         if debug: traceback.print_exc()
-        recorded = recorded_since(args, before) if args.command == 'run' else None  # `run all` may have got that far
+        recorded = recorded_since(args, before)  # `run all` may have got that far
         after = f"\n{parser.prog}: before it, {recorded}" if recorded else ''
         parser.exit(2, f"{parser.prog}: error: {error_message(e)}{after}\n")
     except (KeyboardInterrupt, RuntimeError) as e:

@@ -65,13 +65,15 @@ class ProgressiveResize(Callback):
     def __init__(self, sizes): self.sizes = sizes # image size of each epoch, in px (`size_schedule`)
 
     def before_fit(self):
-        if 'crop' in self.__dict__: self.crop.size = self.full_size  # a fit of this Learner stopped by Ctrl-C (below)
+        self.restore_size()  # after a fit of this Learner stopped by Ctrl-C (below)
         crops = [t for t in self.dls.train.after_batch.fs if isinstance(t, RandomResizedCropGPU)]
         if not crops: raise ValueError("ProgressiveResize needs aug_transforms(..., min_scale<1) in the batch transforms")
         self.crop, self.full_size = crops[0], crops[0].size
 
     def before_epoch(self): self.crop.size = (self.sizes[min(self.epoch, len(self.sizes) - 1)],) * 2
-    def after_fit(self): self.crop.size = self.full_size
+    def after_fit(self): self.restore_size()
+    def restore_size(self):
+        if 'crop' in self.__dict__: self.crop.size = self.full_size  # once a fit has found the crop
 
     # A fit stopped by Ctrl-C or an error gets no `after_fit`, but fastai always detaches the callbacks given to
     # `fit(cbs=...)`, by setting their `learn` to None: restore the size there too, or validation stays small.
@@ -80,7 +82,7 @@ class ProgressiveResize(Callback):
     def learn(self): return self.__dict__.get('attached_to')
     @learn.setter
     def learn(self, learn):
-        if learn is None and 'crop' in self.__dict__: self.crop.size = self.full_size
+        if learn is None: self.restore_size()
         self.__dict__['attached_to'] = learn
 
 # %% ../nbs/04_progressive_resizing.ipynb #dfeced98

@@ -82,7 +82,8 @@ gpu-check: install  ## every recipe in full mode on one GPU, in <= 8 minutes: le
 	test -f $(GPU_DATA)/index.json || $(MAKE) gpu-data
 	rm -rf $(GPU_IMAGES)
 	$(BIN)/python scripts/unpack_gpu_data.py $(GPU_DATA) $(GPU_IMAGES)
-	$(BIN)/python scripts/gpu_check.py $(GPU_IMAGES) --out $(GPU_OUT) --lanes $(GPU_LANES)
+	# --replace: the run in $(GPU_OUT) goes, as results/gpu's is kept by git
+	$(BIN)/python scripts/gpu_check.py $(GPU_IMAGES) --out $(GPU_OUT) --lanes $(GPU_LANES) --replace
 
 clean:
 	rm -rf $(VENV) build *.egg-info _docs _site _sphinx _site_check

@@ -7,19 +7,19 @@
 
 DATA is an Imagenette folder (train/ and val/), usually the small copy that scripts/make_gpu_data.py makes. The
 recipes run one after the other in this process (one import of torch and fastai, one CUDA start-up, and chapter 5's
-TTA measured on the model chapter 4's recipe has just trained), the ones with a number in the book first, so that if
-the time budget runs out those are the results that exist; then the baseline on the book's random 80/20 split (where
-our numbers differ from the book's, it separates the split from the data copy), sota, the baseline with the book's
-`Resize(460)` (chapter 1 caps the presize at the images' size, so on the 224-px copy training images are crops blown
-up to 224 px and validation images are not resized), the other recipes, and chapter 7's
-noisy-label experiment: plain cross-entropy and label smoothing trained on 25% noisy labels (their 0% runs are the
-recipes themselves), when the data folder has its noisy-label CSV. Without progress bars: their redraws are
-Python work in every batch, for a log nobody watches. A run that would not finish within the time budget, at the
-speed of the runs before it, is skipped. With --lanes N, N processes share the GPU, each with its log, summary and
+TTA measured on the model chapter 4's recipe has just trained). Every recipe comes first, the ones with a number in
+the book before the others and sota, so that if the time budget runs out those are the results that exist; then the
+experiments that measure why our numbers differ from the book's: the baseline on the book's random 80/20 split (it
+separates the split from the data copy), the baseline with the book's `Resize(460)` (chapter 1 caps the presize at
+the images' size, so on the 224-px copy training images are crops blown up to 224 px and validation images are not
+resized), and chapter 7's noisy-label experiment: plain cross-entropy and label smoothing trained on 25% noisy
+labels (their 0% runs are the recipes themselves), when the data folder has its noisy-label CSV. Without progress
+bars: their redraws are Python work in every batch, for a log nobody watches. A run that would not finish within the
+time budget, at the speed of the runs before it, is skipped. With --lanes N, N processes share the GPU, each with its log, summary and
 ledger in OUT/lanes/lane-I. summary.json is rewritten after every run, so a run that is killed still leaves what it
 finished.
 """
-import argparse, gc, json, signal, subprocess, sys, time, traceback
+import argparse, gc, json, shutil, signal, subprocess, sys, time, traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -63,6 +63,9 @@ def make_parser():
     p.add_argument('--lanes', type=cli.whole_number(1), default=1,
                    help="runs sharing the GPU at a time, each lane a process of its own (default 1); their seconds per "
                         "epoch are then measured while sharing")
+    p.add_argument('--replace', action='store_true',
+                   help="delete an earlier check's results in OUT first (ledger.jsonl, summary.json, lanes/); without "
+                        "it, such a folder is refused, since its ledger would mix the two checks' runs")
     p.add_argument('--lane', type=int, help=argparse.SUPPRESS)  # set by the check itself: run only this lane's share
     p.add_argument('--started-at', type=float, help=argparse.SUPPRESS)  # set by the check itself: its start (time.time())
     p.add_argument('--commit', default=git_commit(),
@@ -85,11 +88,11 @@ NOISE_EXPERIMENT = [('normalized', dict(noise=25)), ('label-smoothing', dict(noi
 
 
 def run_order(selected=None, noise=True):
-    "(recipe, settings) pairs to run: the book's recipes, the split run, sota, the presize run, the rest, the noise runs"
+    "(recipe, settings) pairs to run: the book's recipes, the other recipes, sota, then the split, presize and noise runs"
     book = [(n, {}) for n in BOOK_RESULTS if n in RECIPES]
-    sota = [('sota', {})] if 'sota' in RECIPES else []
     rest = [(n, {}) for n in RECIPES if n not in BOOK_RESULTS and n != 'sota']
-    runs = book + SPLIT_EXPERIMENT + sota + PRESIZE_EXPERIMENT + rest + (NOISE_EXPERIMENT if noise else [])
+    sota = [('sota', {})] if 'sota' in RECIPES else []
+    runs = book + rest + sota + SPLIT_EXPERIMENT + PRESIZE_EXPERIMENT + (NOISE_EXPERIMENT if noise else [])
     return runs if selected is None else [(n, s) for n, s in runs if n in selected]
 
 
@@ -274,6 +277,11 @@ def run_lanes(argv, args, out, header, order):
     return write_summary(out/'summary.json', header, summary['results'], summary['total_s'])
 
 
+def earlier_results(out):
+    "What an earlier check left in `out`: its ledger, summary and lanes' folder"
+    return [out/name for name in ('ledger.jsonl', 'summary.json', 'lanes') if (out/name).exists()]
+
+
 def main(argv=None):
     parser = make_parser()
     argv = sys.argv[1:] if argv is None else argv
@@ -294,6 +302,11 @@ def main(argv=None):
     if unknown: parser.error(f"unknown recipe(s) {', '.join(sorted(unknown))}: choose from {', '.join(RECIPES)}")
 
     out = Path(args.out)
+    earlier = earlier_results(out) if args.lane is None else []  # a lane's folder is made for it just before
+    if earlier and not args.replace:
+        parser.error(f"{out} holds an earlier check's results ({', '.join(f.name for f in earlier)}), which this "
+                     f"check's would mix with. Fix: --replace to delete them first, or another --out")
+    for f in earlier: shutil.rmtree(f) if f.is_dir() else f.unlink()
     out.mkdir(parents=True, exist_ok=True)
     ledger, summary_path = out/'ledger.jsonl', out/'summary.json'
     header = dict(smoke=args.smoke, commit=args.commit, lanes=args.lanes, mode=args.mode, overrides={k: getattr(args, k) for k in ('epochs', 'size', 'bs', 'data_path')},

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """The committed full-mode GPU run, as the course shows it: results/gpu/summary.json (with ledger.jsonl and data_path.json) distilled into the package's
-`full_mode_gpu.json` (read by chapters 02-08, chapter 8's table and figure, and `imagenette-course report`), and the
-README's full-mode table.
+`full_mode_gpu.json` (read by chapters 02-08, chapter 8's table and figure, and `imagenette-course report`), the
+README's full-mode table, and the run's figures in results/gpu/results.png (what `imagenette-course report --plot`
+draws from its ledger).
 
     python scripts/gpu_reference.py                   # after a GPU run is committed in results/gpu/: rewrite both
     python scripts/gpu_reference.py --check           # exit 1 if either is out of date (a unit test runs this)
@@ -15,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY, LEDGER = ROOT/'results/gpu/summary.json', ROOT/'results/gpu/ledger.jsonl'
 DATA_PATH = ROOT/'results/gpu/data_path.json'  # bench/gpu_data_path.py's, from the same GPU run
+FIGURE = ROOT/'results/gpu/results.png'
 PACKAGED, README = ROOT/'imagenette_course/full_mode_gpu.json', ROOT/'README.md'
 TABLE_START, TABLE_END = '<!-- full-mode table: scripts/gpu_reference.py writes it -->', '<!-- end of full-mode table -->'
 NOT_REACHED = "no result in this run: results/gpu/log.txt shows how far the command got"
@@ -72,7 +74,7 @@ def distil(summary, commit=None, ledger=()):
 
 def data_path_speed(bench):
     "Training images per second at each size (bench/gpu_data_path.py): the model alone, then each data path feeding it"
-    keep = ('size', 'bs', 'model_only', 'decoded_once', 'book')
+    keep = ('size', 'bs', 'model_only', 'decoded_once', 'decoded_once_ahead', 'book')  # ahead: None in runs before it
     return [{k: s.get(k) for k in keep} for s in bench['sizes']]
 
 
@@ -121,13 +123,24 @@ def main(argv=None):
     readme = with_table(README.read_text(), markdown_table(ref))
     if args.check:
         stale = [str(f.relative_to(ROOT)) for f, new in ((PACKAGED, text), (README, readme)) if f.read_text() != new]
+        if ledger and not FIGURE.is_file(): stale.append(str(FIGURE.relative_to(ROOT)))
         if stale: sys.exit(f"out of date with results/gpu/summary.json: {', '.join(stale)}; "
                            f"run python scripts/gpu_reference.py")
         return
     PACKAGED.write_text(text)
     README.write_text(readme)
-    print(f"wrote {PACKAGED.relative_to(ROOT)} and the table in README.md; now re-execute the chapters (make notebooks): "
-          f"their checked outputs print the old run until then")
+    if ledger: save_figure(ledger)
+    print(f"wrote {PACKAGED.relative_to(ROOT)}, the table in README.md and {FIGURE.relative_to(ROOT)}; now re-execute "
+          f"the chapters (make notebooks): their checked outputs print the old run until then")
+
+
+def save_figure(ledger):
+    "The run's figures, as `imagenette-course report --plot` draws them from its ledger"
+    sys.path.insert(0, str(ROOT))
+    import matplotlib; matplotlib.use('Agg')
+    from imagenette_course.cli import RECIPE_NAMES
+    from imagenette_course.ledger import plot_comparison
+    plot_comparison(ledger, order=RECIPE_NAMES).savefig(FIGURE, dpi=120)
 
 
 if __name__ == '__main__': main()

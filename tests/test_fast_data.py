@@ -246,3 +246,29 @@ def test_an_error_in_a_batch_transform_is_raised_where_the_batches_are_used(fake
     dl = store_dls(tiny_dls(fake_imagenette), prefetch=True).train.new(after_batch=[broken])
     with pytest.raises(RuntimeError, match="this batch transform is broken"): next(iter(dl))
     assert made_in == ['ahead']  # raised in the background thread, seen in this one
+
+
+def test_a_shuffled_epoch_pairs_every_image_with_its_own_label_once(fake_imagenette):
+    "Each training image of an epoch comes with its item's label, each item at most once, not in the items' order"
+    dls = tiny_dls(fake_imagenette)
+    fast = store_dls(dls)
+    store, labels = fast.train.images, [int(y) for _, y in dls.train_ds]  # item i's picture and its label, the book's
+    seen = []
+    for x, y in fast.train.new(after_batch=[]):  # the pictures as gathered, before the random batch transforms
+        for image, label in zip(x, y):
+            item = [i for i in range(len(store)) if torch.equal(store[i], image)]
+            assert len(item) == 1 and int(label) == labels[item[0]]
+            seen.append(item[0])
+    assert len(seen) == len(set(seen)) == len(store) // dls.bs * dls.bs  # drop_last: only the incomplete batch left out
+    assert seen != sorted(seen)  # shuffled
+
+
+def test_a_batch_of_either_path_has_the_same_types_shape_and_range(fake_imagenette):
+    "The training step can't tell the loaders apart: tensor types, dtypes and shapes, and validation's very values"
+    dls = tiny_dls(fake_imagenette)
+    fast = store_dls(dls)
+    for book_dl, fast_dl in zip(dls.loaders, fast.loaders):
+        book, ours = book_dl.one_batch(), fast_dl.one_batch()
+        assert [(type(t), t.dtype, t.shape) for t in ours] == [(type(t), t.dtype, t.shape) for t in book]
+    # validation draws nothing at random: the same batch, value for value
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fast.valid.one_batch(), dls.valid.one_batch()))

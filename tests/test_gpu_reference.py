@@ -105,7 +105,8 @@ def test_readme_table_has_a_row_per_run_and_the_books_number_only_on_plain_runs(
 def test_lanes_keep_tta_with_its_progressive_run_and_every_run_once(gpu_reference):
     check = gpu_reference.gpu_check_module()
     order = check.run_order()
-    assert order.index(('sota', {})) < order.index(('mixup', {}))  # chapter 8's own result before the other recipes
+    recipes = [n for n, s in order if not s]
+    assert sorted(recipes) == sorted(check.RECIPES) and order[:len(recipes)] == [(n, {}) for n in recipes]  # every recipe first
     for n in (1, 2, 3):
         lanes = check.lanes_of(order, n)
         assert sorted(map(str, sum(lanes, []))) == sorted(map(str, order))  # each run in exactly one lane
@@ -155,3 +156,20 @@ def test_a_new_run_is_never_labelled_with_the_packaged_runs_commit(gpu_reference
     gpu_reference.SUMMARY.write_text(json.dumps(s))
     with pytest.raises(SystemExit) as e: gpu_reference.main([])
     assert e.value.code == 2 and 'records no commit' in capsys.readouterr().err
+
+
+def test_an_out_folder_holding_an_earlier_check_is_refused_unless_told_to_replace_it(gpu_reference, fake_imagenette,
+                                                                                     tmp_path, capsys):
+    "Else the new check's ledger would get the earlier one's records too (`make gpu-check` replaces results/gpu)"
+    check, out = gpu_reference.gpu_check_module(), tmp_path/'out'
+    out.mkdir()
+    earlier = gpu_reference.LEDGER.read_text().splitlines()[0] + '\n'  # a full-mode record of the committed run
+    (out/'ledger.jsonl').write_text(earlier)
+    argv = [str(fake_imagenette), '--out', str(out), '--smoke', '--recipes', 'normalized']
+    with pytest.raises(SystemExit) as e: check.main(argv)
+    assert e.value.code == 2 and 'Fix: --replace' in capsys.readouterr().err
+    assert (out/'ledger.jsonl').read_text() == earlier  # nothing lost
+    with pytest.raises(SystemExit): check.main([*argv, '--replace'])
+    records = check.read_ledger(out/'ledger.jsonl')
+    assert [(r['recipe'], r['mode']) for r in records] == [('normalized', 'quick')]  # this check's run alone
+    assert [r['status'] for r in json.loads((out/'summary.json').read_text())['results']] == ['ok']

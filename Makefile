@@ -77,12 +77,15 @@ gpu-wheels: install  ## the wheels a lent GPU machine lacks (fastai and its smal
 	rm -rf .whl
 	$(BIN)/python scripts/gpu_wheels.py .whl
 
-# The GPU numbers come from the packed copy (AVIF, then unpacked as JPEG), wherever they are reproduced.
+# The GPU numbers come from the packed copy (AVIF, then unpacked as JPEG), wherever they are reproduced. A new run
+# replaces the one in $(GPU_OUT) whole: its data-path speeds, then its ledger and summary (gpu_check.py --replace);
+# results/gpu's earlier runs are kept by git, a GPU_OUT elsewhere keeps nothing.
 gpu-check: install  ## every recipe in full mode on one GPU, in <= 8 minutes: ledger and summary.json in $(GPU_OUT)/
 	test -f $(GPU_DATA)/index.json || $(MAKE) gpu-data
 	rm -rf $(GPU_IMAGES)
 	$(BIN)/python scripts/unpack_gpu_data.py $(GPU_DATA) $(GPU_IMAGES)
-	# --replace: the run in $(GPU_OUT) goes, as results/gpu's is kept by git
+	rm -f $(addprefix $(GPU_OUT)/,data_path.json optimizer_step.json gpu.txt lanes.tgz results.png)  # log.txt: tee's, maybe
+	$(BIN)/python bench/gpu_data_path.py $(GPU_IMAGES) --out $(GPU_OUT)/data_path.json
 	$(BIN)/python scripts/gpu_check.py $(GPU_IMAGES) --out $(GPU_OUT) --lanes $(GPU_LANES) --replace
 
 clean:

@@ -208,7 +208,8 @@ def comparison_table(records,   # ledger records (`read_ledger`)
                      order=()): # recipe names in the order to list them (others after)
     "`runs_table` of `records`, then the course's full-mode GPU run and the reference numbers, each labelled"
     gpu = '\n'.join(full_mode_lines(noise=None, split=None, with_presize=True))
-    refs = '\n'.join(f"  {name:26} {acc:7.2%}  {setting}  [{source}]" for name, acc, source, setting in REFERENCES)
+    width = max(len(name) for name, *_ in REFERENCES)
+    refs = '\n'.join(f"  {name:{width}} {acc:7.2%}  {setting}  [{source}]" for name, acc, source, setting in REFERENCES)
     return (f"{runs_table(records, order)}\n\nFor reference, the course's committed full-mode GPU run (not measured "
             f"here):\n{gpu}\n\nAnd the reference numbers (the book, a reader's run, the leaderboard: other data, hardware and "
             f"splits):\n{refs}")

@@ -4,13 +4,13 @@
 README's full-mode table, and the run's figures in results/gpu/results.png (what `imagenette-course report --plot`
 draws from its ledger).
 
-    python scripts/gpu_reference.py                   # after a GPU run is committed in results/gpu/: rewrite both
-    python scripts/gpu_reference.py --check           # exit 1 if either is out of date (a unit test runs this)
+    python scripts/gpu_reference.py                   # after a GPU run is committed in results/gpu/: rewrite all three
+    python scripts/gpu_reference.py --check           # exit 1 if any is out of date (a unit test runs this)
 
 A run's summary doesn't list what the command never reached (a run stopped by its time limit): those recipes are
 listed too, as not finished, so that no chapter reads a missing result as a missing technique.
 """
-import argparse, importlib.util, json, sys
+import argparse, hashlib, importlib.util, json, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,7 +123,7 @@ def main(argv=None):
     readme = with_table(README.read_text(), markdown_table(ref))
     if args.check:
         stale = [str(f.relative_to(ROOT)) for f, new in ((PACKAGED, text), (README, readme)) if f.read_text() != new]
-        if ledger and not FIGURE.is_file(): stale.append(str(FIGURE.relative_to(ROOT)))
+        if ledger and figure_of() != ledger_digest(): stale.append(str(FIGURE.relative_to(ROOT)))
         if stale: sys.exit(f"out of date with results/gpu/summary.json: {', '.join(stale)}; "
                            f"run python scripts/gpu_reference.py")
         return
@@ -134,13 +134,25 @@ def main(argv=None):
           f"the chapters (make notebooks): their checked outputs print the old run until then")
 
 
+def ledger_digest():
+    "The SHA-256 of results/gpu/ledger.jsonl, which the figure drawn from it carries"
+    return hashlib.sha256(LEDGER.read_bytes()).hexdigest()
+
+
+def figure_of():
+    "The digest of the ledger results/gpu/results.png was drawn from (None: no figure, or one without it)"
+    if not FIGURE.is_file(): return None
+    from PIL import Image
+    with Image.open(FIGURE) as im: return im.text.get('Description')
+
+
 def save_figure(ledger):
-    "The run's figures, as `imagenette-course report --plot` draws them from its ledger"
+    "The run's figures, as `imagenette-course report --plot` draws them from its ledger, stamped with the ledger's digest"
     sys.path.insert(0, str(ROOT))
     import matplotlib; matplotlib.use('Agg')
     from imagenette_course.cli import RECIPE_NAMES
     from imagenette_course.ledger import plot_comparison
-    plot_comparison(ledger, order=RECIPE_NAMES).savefig(FIGURE, dpi=120)
+    plot_comparison(ledger, order=RECIPE_NAMES).savefig(FIGURE, dpi=120, metadata={'Description': ledger_digest()})
 
 
 if __name__ == '__main__': main()

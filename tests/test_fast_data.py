@@ -10,6 +10,7 @@ from fastai.data.transforms import ToTensor
 from fastai.learner import Learner
 from fastai.metrics import accuracy
 from fastai.vision.augment import Resize
+from fastai.vision.core import imagenet_stats
 from fastai.vision.models.xresnet import xresnet18
 
 import imagenette_course.fast_data as fast_data
@@ -263,12 +264,16 @@ def test_a_shuffled_epoch_pairs_every_image_with_its_own_label_once(fake_imagene
     assert seen != sorted(seen)  # shuffled
 
 
-def test_a_batch_of_either_path_has_the_same_types_shape_and_range(fake_imagenette):
-    "The training step can't tell the loaders apart: tensor types, dtypes and shapes, and validation's very values"
+def test_a_batch_of_either_path_has_the_same_types_shapes_and_range(fake_imagenette):
+    "The training step can't tell the loaders apart: tensor types, dtypes, shapes, pixel range, and validation's values"
     dls = tiny_dls(fake_imagenette)
     fast = store_dls(dls)
+    mean, std = (torch.tensor(s).view(1, 3, 1, 1) for s in imagenet_stats)
     for book_dl, fast_dl in zip(dls.loaders, fast.loaders):
         book, ours = book_dl.one_batch(), fast_dl.one_batch()
         assert [(type(t), t.dtype, t.shape) for t in ours] == [(type(t), t.dtype, t.shape) for t in book]
+        for x in (book[0], ours[0]):  # `Normalize` undone: pixels in [0, 1], spread over most of it, on either path
+            pixels = x.as_subclass(torch.Tensor) * std + mean
+            assert -1e-4 <= pixels.min() < 0.1 and 0.9 < pixels.max() <= 1 + 1e-4
     # validation draws nothing at random: the same batch, value for value
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fast.valid.one_batch(), dls.valid.one_batch()))

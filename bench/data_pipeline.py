@@ -5,10 +5,10 @@ Images per second at the end of the training DataLoader (decode, item transforms
 augmentation, all on the CPU), on one seeded subset of Imagenette's training images, in one process:
 
 - book: `Resize(460)` on every item, then `aug_transforms(size)` and `Normalize` on the batch (the book's chapter 7);
-- course: `get_dls`, which presizes to `default_presize(size, shorter side on disk)` (never above the images on disk).
+- course: `get_dls`, which presizes to `default_presize(size)`: the book's 460 at 224 px, scaled to other sizes.
 
-Imagenette here is 224 px, so the book's `Resize(460)` doubles each side and its batch augmentation then crops and
-shrinks that back to 224: the course does neither. Run it with `make bench`; it takes a couple of minutes.
+Imagenette here is 224 px, so `Resize(460)` doubles each side and the batch augmentation then crops and shrinks that
+back to 224; at 224 px both do it, at quick mode's 64 px the course presizes to 131 px only. Run it with `make bench`; it takes a couple of minutes.
 """
 import argparse, itertools, os, time
 

@@ -8,8 +8,8 @@ Docs: https://imagenette-course.github.io/imagenette_course/data.html.md"""
 __all__ = ['DATASETS', 'CLASS_NAMES', 'SPLITS', 'MODES', 'BOOK_PRESIZE', 'BOOK_SIZE', 'NOISE_LEVELS', 'Dataset', 'dataset_info',
            'DataError', 'resolve_data_path', 'class_name', 'check_counts', 'RunConfig', 'device_name', 'get_mode',
            'run_config', 'balanced_subset', 'looks_like', 'nearby_dataset', 'check_imagenette', 'image_problem',
-           'drop_unreadable', 'imagenette_items', 'check_every_class_left', 'shorter_side', 'default_presize',
-           'read_noisy_labels', 'NoisyLabel', 'get_dls']
+           'drop_unreadable', 'imagenette_items', 'check_every_class_left', 'default_presize', 'read_noisy_labels',
+           'NoisyLabel', 'get_dls']
 
 # %% ../nbs/01_data.ipynb #92fc4ba8
 import numbers, os, random, warnings
@@ -279,21 +279,9 @@ def check_every_class_left(items,                 # the image files left after d
 # %% ../nbs/01_data.ipynb #4c6d3149
 BOOK_PRESIZE, BOOK_SIZE = 460, 224  # the book's item resize, for its 224-px training
 
-def shorter_side(files,   # image files
-                 n=32,    # how many of them to read the header of
-                 seed=42): # seed of the sample
-    "The typical shorter side of the images `files`, in px: the median over a seeded sample of `n` (headers only)"
-    sides = []
-    for f in random.Random(seed).sample(list(files), min(n, len(files))):
-        with Image.open(f) as im: sides.append(min(im.size))
-    return sorted(sides)[len(sides) // 2]
-
-def default_presize(size,        # the training size, in px
-                    source_size): # the images' typical shorter side on disk, in px
-    "The book's presize, 460 px at 224, scaled to `size` px; on images of the book's 224 px or less, at most their shorter side"
-    book = round(size * BOOK_PRESIZE / BOOK_SIZE)
-    # the book's photos are larger than the size it trains at; a copy already shrunk to it has no pixels to spare
-    return book if source_size > BOOK_SIZE else max(size, min(book, source_size))
+def default_presize(size): # the training size, in px
+    "The book's presize, 460 px at 224, scaled to `size` px: room for the batch augmentation's random crops"
+    return round(size * BOOK_PRESIZE / BOOK_SIZE)
 
 # %% ../nbs/01_data.ipynb #73e76048
 NOISE_LEVELS = (0, 1, 5, 25, 50)
@@ -369,7 +357,7 @@ def get_dls(bs:int=64,               # batch size
     batch_tfms = aug_transforms(size=size, min_scale=0.75)
     if normalize: batch_tfms.append(Normalize.from_stats(*imagenet_stats))
     dblock = DataBlock(blocks=(ImageBlock, CategoryBlock), get_y=get_y,
-                       splitter=splitter, item_tfms=Resize(presize or default_presize(size, shorter_side(items))),
+                       splitter=splitter, item_tfms=Resize(presize or default_presize(size)),
                        batch_tfms=batch_tfms)
     # Seeded with the sizes too: the same call gives the same batches and the same model after it, while a run's two
     # image sizes (progressive resizing) don't replay each other's shuffles and augmentations. random, numpy and torch

@@ -45,7 +45,7 @@ def test_gpu_check_smoke_runs_every_recipe_then_the_split_presize_and_noise_expe
     book_results = {name for name, _, source, _ in REFERENCES if source == BOOK}
     plain = [(name, 0, 'official', None) for name in runs_in_book_order() if name in chosen]
     assert runs == ([r for r in plain if r[0] in book_results] + [r for r in plain if r[0] not in book_results]
-                    + [('baseline', 0, 'random', None), ('baseline', 0, 'official', 460)]  # the book's split, its presize
+                    + [('baseline', 0, 'random', None), ('baseline', 0, 'official', 224)]  # the book's split, the capped presize
                     + [('normalized', 25, 'official', None), ('label-smoothing', 25, 'official', None)])  # chapter 7's
     assert len(summary['commit']) >= 7  # the checkout it ran from
     assert summary['lanes'] == 2 and all((out/'lanes'/f'lane-{i}'/'log.txt').is_file() for i in range(2))
@@ -63,7 +63,7 @@ def test_gpu_check_smoke_runs_every_recipe_then_the_split_presize_and_noise_expe
     trained = [(r['recipe'], r['config']['noise'], r['config']['split'], r['config']['presize']) for r in ledger]
     assert sorted(trained, key=str) == sorted(runs, key=str)
     presized, = [r for r in ledger if r['config']['presize']]
-    assert presized['extra']['presize'] == 460  # the item resize it trained with, above the copy's 48 px
+    assert presized['extra']['presize'] == 224  # the item resize it trained with, not the default's
     assert {r['extra']['data_path'] for r in ledger} == {'fast'}
     tta = next(r for r in ledger if r['recipe'] == 'tta')
     assert tta['extra']['reused_training']  # measured on the model the progressive recipe had just trained

@@ -192,18 +192,18 @@ def test_a_presize_smaller_than_the_size_is_refused(fake_imagenette):
         get_dls(bs=4, size=32, presize=16, path=fake_imagenette, num_workers=0)
 
 
-# --- presizing from the images on disk ---
+# --- presizing: the book's, on any copy ---
 
 def presize_of(dls): return [t.size for t in dls.train.after_item.fs if type(t).__name__ == 'Resize'][0]
 
 
-def test_full_size_photos_get_the_books_presize(tmp_path):
-    "Photos of Imagenette's usual size, 500 × 375: the book's Resize(460) for 224 px; no upsampling of small images"
+def test_every_copy_gets_the_books_presize_scaled_to_the_size(tmp_path):
+    "Photos of Imagenette's usual size and a copy smaller than the training size alike: Resize(460) for 224 px"
     photos = fake_dataset(tmp_path/'photos', CLASS_NAMES, size=(500, 375))
     dls = get_dls(bs=4, size=224, path=photos, n_train=1, n_valid=1, num_workers=0)
     assert presize_of(dls) == (460, 460) and dls.one_batch()[0].shape[-2:] == (224, 224)
-    small = fake_dataset(tmp_path/'small', CLASS_NAMES, size=(300, 200))
-    assert presize_of(get_dls(bs=4, size=224, path=small, n_train=1, n_valid=1, num_workers=0)) == (224, 224)
+    small = fake_dataset(tmp_path/'small', CLASS_NAMES, size=(300, 200))  # capped at 200, training would have no room
+    assert presize_of(get_dls(bs=4, size=224, path=small, n_train=1, n_valid=1, num_workers=0)) == (460, 460)
     assert presize_of(get_dls(bs=4, size=64, path=small, n_train=1, n_valid=1, num_workers=0)) == (131, 131)
 
 

@@ -274,6 +274,6 @@ def test_a_batch_of_either_path_has_the_same_types_shapes_and_range(fake_imagene
         assert [(type(t), t.dtype, t.shape) for t in ours] == [(type(t), t.dtype, t.shape) for t in book]
         for x in (book[0], ours[0]):  # `Normalize` undone: pixels in [0, 1], spread over most of it, on either path
             pixels = x.as_subclass(torch.Tensor) * std + mean
-            assert -1e-4 <= pixels.min() < 0.1 and 0.9 < pixels.max() <= 1 + 1e-4
+            assert -1e-4 <= pixels.min() < 0.25 and 0.75 < pixels.max() <= 1 + 1e-4
     # validation draws nothing at random: the same batch, value for value
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fast.valid.one_batch(), dls.valid.one_batch()))

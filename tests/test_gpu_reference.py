@@ -53,7 +53,7 @@ def test_the_data_path_speeds_keep_each_size_and_what_fed_the_model():
 
 def test_every_run_of_the_check_is_listed_and_a_missing_one_says_so(gpu_reference):
     ref = gpu_reference.distil(summary([result('baseline', 0.8), result('baseline', 0.85, split='random'),
-                                        result('baseline', 0.83, presize=460), result('normalized', 0.7, noise=25)]))
+                                        result('baseline', 0.83, presize=224), result('normalized', 0.7, noise=25)]))
     order = gpu_reference.gpu_check_module().run_order()
     key = lambda r: (r['recipe'], r['noise'], r['split'], r['presize'])
     assert [key(r) for r in ref['runs']] == [(n, s.get('noise', 0), s.get('split', 'official'), s.get('presize'))
@@ -61,7 +61,7 @@ def test_every_run_of_the_check_is_listed_and_a_missing_one_says_so(gpu_referenc
     by_key = {key(r): r for r in ref['runs']}
     assert by_key['baseline', 0, 'official', None]['accuracy'] == 0.8
     assert by_key['baseline', 0, 'random', None]['accuracy'] == 0.85
-    assert by_key['baseline', 0, 'official', 460]['accuracy'] == 0.83
+    assert by_key['baseline', 0, 'official', 224]['accuracy'] == 0.83
     assert by_key['normalized', 25, 'official', None]['accuracy'] == 0.7
     assert by_key['normalized', 0, 'official', None]['status'] == 'no result'
     assert 'ledger' not in json.dumps(ref)  # the summary's machine paths stay out of the package
@@ -91,15 +91,15 @@ def test_the_tta_comparison_comes_from_the_summary_or_else_from_the_ledger(gpu_r
 
 def test_readme_table_has_a_row_per_run_and_the_books_number_only_on_plain_runs(gpu_reference):
     ref = gpu_reference.distil(summary([result('baseline', 0.8), result('baseline', 0.85, split='random'),
-                                        result('baseline', 0.83, presize=460)]))
+                                        result('baseline', 0.83, presize=224)]))
     rows = gpu_reference.markdown_table(ref).splitlines()
     table = [r for r in rows if r.startswith('| ') and not r.startswith('| recipe')]
     assert len(table) == len(ref['runs'])
     assert table[0].startswith('| baseline | 80.00% |  | 82.52% |')
     random_split, = [r for r in table if r.startswith('| baseline, random split |')]
     assert '85.00%' in random_split and '82.52%' not in random_split  # not the book's setting, not held against it
-    book_presize, = [r for r in table if r.startswith('| baseline, presize 460 px |')]
-    assert '83.00%' in book_presize and '82.52%' not in book_presize
+    capped_presize, = [r for r in table if r.startswith('| baseline, presize 224 px |')]
+    assert '83.00%' in capped_presize and '82.52%' not in capped_presize
 
 
 def test_lanes_keep_tta_with_its_progressive_run_and_every_run_once(gpu_reference):

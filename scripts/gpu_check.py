@@ -12,13 +12,12 @@ the book before the others and sota, so that if the time budget runs out those a
 experiments that measure why our numbers differ from the book's: the baseline on the book's random 80/20 split (it
 separates the split from the data copy), the baseline with the presize capped at the 224-px copy's size, as the
 course had it before it kept the book's `Resize(460)` on any copy (training images are then crops blown up to 224 px
-while validation images are not resized: chapter 2 measured the cost at 64 px on a CPU), and chapter 7's
-noisy-label experiment: plain cross-entropy and label smoothing trained on 25% noisy
-labels (their 0% runs are the recipes themselves), when the data folder has its noisy-label CSV. Without progress
-bars: their redraws are Python work in every batch, for a log nobody watches. A run that would not finish within the
-time budget, at the speed of the runs before it, is skipped. With --lanes N, N processes share the GPU, each with its log, summary and
-ledger in OUT/lanes/lane-I. summary.json is rewritten after every run, so a run that is killed still leaves what it
-finished.
+while validation images are not resized: chapter 2 measured the cost at 64 px on a CPU), and chapter 7's noisy-label
+experiment: plain cross-entropy and label smoothing trained on 25% noisy labels (their 0% runs are the recipes
+themselves), when the data folder has its noisy-label CSV. Without progress bars: their redraws are Python work in
+every batch, for a log nobody watches. A run that would not finish within the time budget, at the speed of the runs
+before it, is skipped. With --lanes N, N processes share the GPU, each with its log, summary and ledger in
+OUT/lanes/lane-I. summary.json is rewritten after every run, so a run that is killed still leaves what it finished.
 """
 import argparse, gc, json, shutil, signal, subprocess, sys, time, traceback
 from datetime import datetime, timezone

@@ -14,6 +14,7 @@ import argparse, hashlib, importlib.util, json, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's package, for the table's words and the figure
 SUMMARY, LEDGER = ROOT/'results/gpu/summary.json', ROOT/'results/gpu/ledger.jsonl'
 DATA_PATH = ROOT/'results/gpu/data_path.json'  # bench/gpu_data_path.py's, from the same GPU run
 FIGURE = ROOT/'results/gpu/results.png'
@@ -80,7 +81,6 @@ def data_path_speed(bench):
 
 def markdown_table(ref):
     "The README's table of the reference run"
-    sys.path.insert(0, str(ROOT))
     from imagenette_course.baseline import epoch_seconds, book_accuracy, run_name
     device = ref['device'].split('(')[-1].rstrip(')')  # 'cuda (NVIDIA H200)' -> 'NVIDIA H200'
     rows = ["| recipe | accuracy | with TTA | book | seconds per epoch | wall time | device |", "|---|---|---|---|---|---|---|"]
@@ -148,7 +148,6 @@ def figure_of():
 
 def save_figure(ledger):
     "The run's figures, as `imagenette-course report --plot` draws them from its ledger, stamped with the ledger's digest"
-    sys.path.insert(0, str(ROOT))
     import matplotlib; matplotlib.use('Agg')
     from imagenette_course.cli import RECIPE_NAMES
     from imagenette_course.ledger import plot_comparison

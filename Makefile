@@ -16,6 +16,9 @@ CONSTRAINTS := requirements/constraints.txt
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' && $(BIN)/python -m pip --version > /dev/null || \
+	  (echo "$(VENV) has no pip, or a Python older than 3.11. Fix: rm -rf $(VENV), then make PYTHON=python3.11 ..." \
+	        "(on Debian or Ubuntu, apt install python3.11-venv first)"; exit 1)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev,docs]'
 	touch $@

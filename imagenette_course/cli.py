@@ -7,11 +7,12 @@ Docs: https://imagenette-course.github.io/imagenette_course/cli.html.md"""
 # %% auto #0
 __all__ = ['RECIPE_NAMES', 'MODE_NAMES', 'DATASET_NAMES', 'NOISE_CHOICES', 'DATA_PATH_NAMES', 'SPLIT_NAMES', 'MIN_SIZE',
            'whole_number', 'a_path', 'recipe_name', 'make_parser', 'plot_problem', 'argument_problem', 'report',
-           'save_whole', 'run', 'recorded_recipes', 'recorded_since', 'interrupted_message', 'error_message',
-           'plain_warnings', 'sigterm_as_ctrl_c', 'stopped_by_signal', 'main']
+           'save_whole', 'run', 'recorded_recipes', 'recipes_recorded_since', 'recorded_since', 'interrupted_message',
+           'error_message', 'plain_warnings', 'sigterm_as_ctrl_c', 'stopped_by_signal', 'out_of_memory',
+           'out_of_memory_message', 'main']
 
 # %% ../nbs/94_cli.ipynb #8a9f5283
-import argparse, difflib, os, shutil, signal, threading, traceback, warnings
+import argparse, difflib, os, shutil, signal, sys, threading, traceback, warnings
 from contextlib import contextmanager
 
 from fastcore.imports import in_notebook
@@ -78,8 +79,7 @@ def make_parser():
     run.add_argument('--bs', type=whole_number(2, why=" (batch norm trains on two images at least)"),
                      help="batch size (default: the mode's)")
     run.add_argument('--presize', type=whole_number(MIN_SIZE),
-                     help="item resize before augmentation, in px (default: the book's 460 at 224 px, scaled to --size; "
-                          "on images of 224 px or less, no larger than they are)")
+                     help="item resize before augmentation, in px (default: the book's 460 at 224 px, scaled to --size)")
     run.add_argument('--seed', type=whole_number(0, 2**32 - 1, why=" (numpy's seeds)"), help="random seed (default 42)")
     run.add_argument('--data-path', choices=DATA_PATH_NAMES,
                      help="fast: decode every image once and augment on the GPU (appendix 92a); book: the book's "
@@ -167,12 +167,16 @@ def recorded_recipes(ledger=None):
         try: return [r['recipe'] for r in read_ledger(ledger)]
         except (OSError, LedgerError): return None  # a folder, another file: the run's own check of the ledger says what to do
 
+def recipes_recorded_since(args,   # the parsed command line of a run
+                           before): # the recipes the ledger held when the run started (`None`: unread)
+    "The names of the recipes recorded since the ledger held `before`"
+    return [] if before is None else (recorded_recipes(args.ledger) or [])[len(before):]  # None: unread, or unreadable
+
 def recorded_since(args,   # the parsed command line of a run
                    before): # the recipes the ledger held when the run started (`None`: unread)
     "The recipes a stopped run recorded, in words, and for `run all` how to skip them; `None` if it recorded none"
     from imagenette_course.ledger import ledger_path
-    ledger = ledger_path(args.ledger)
-    new = [] if before is None else (recorded_recipes(args.ledger) or [])[len(before):]  # None: unread, or unreadable
+    ledger, new = ledger_path(args.ledger), recipes_recorded_since(args, before)
     if not new: return None
     left = [r for r in RECIPE_NAMES if r not in new] if args.recipe == 'all' else []
     return (f"{', '.join(new)} finished and {'was' if len(new) == 1 else 'were'} recorded in {ledger}" +
@@ -186,10 +190,14 @@ def interrupted_message(args,     # the parsed command line
     if args.command == 'report': return "interrupted: nothing was written"  # it reads, and saves its figures whole
     from imagenette_course.ledger import ledger_path
     done = recorded_since(args, before) or f"nothing was written to {ledger_path(args.ledger)}"
+    new = recipes_recorded_since(args, before)
+    left = [r for r in RECIPE_NAMES if r not in new]
+    # `run all` again would train the recorded recipes again before it got back to the interrupted one
+    again = f"`run {left[0]}` with the same options" if args.recipe == 'all' and new and left else "the same command"
     if stopped is None: kept = ''  # stopped outside training: before it, or while the trained model was measured
     elif stopped.path.exists():
-        kept = f"; its checkpoint {stopped.path} is kept: the same command resumes the interrupted training from it"
-    else: kept = "; it left no checkpoint to resume from: the same command starts it over"
+        kept = f"; its checkpoint {stopped.path} is kept: {again} resumes the interrupted training from it"
+    else: kept = f"; it left no checkpoint to resume from: {again} starts it over"
     return f"interrupted: {done}{kept}"
 
 def error_message(e): # an error the command stops on
@@ -233,6 +241,17 @@ def stopped_by_signal(e,        # what a run ended on
         e = e.__cause__ or e.__context__
     return False
 
+def out_of_memory(e): # what a run ended on
+    "Whether `e` says that the GPU or the CPU ran out of memory"
+    # torch's `OutOfMemoryError` (a GPU's) is a `RuntimeError`, and so is its CPU allocator's "can't allocate memory"
+    return isinstance(e, MemoryError) or type(e).__name__ == 'OutOfMemoryError' or "can't allocate memory" in str(e)
+
+def out_of_memory_message(e): # the error, from `out_of_memory`
+    "The first line of what ran out of memory, and how to need less"
+    what = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return (f"out of memory: {what}. Fix: a smaller --bs or --size, or close what else holds that memory; "
+            f"the checkpoint of the epochs that finished is kept for the same command")
+
 def main(argv=None):
     "Entry point of the `imagenette-course` command"
     parser = make_parser()
@@ -251,12 +270,18 @@ def main(argv=None):
             else:
                 before = recorded_recipes(args.ledger)
                 run(args)
+    except BrokenPipeError:  # `report | head` stopped reading: the rest of the output has no reader, and that's no error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would fail again
+        sys.exit(128 + signal.SIGPIPE)
     except (DataError, LedgerError, RunError, OSError) as e:
         if debug: traceback.print_exc()
         recorded = recorded_since(args, before)  # `run all` may have got that far
         after = f"\n{parser.prog}: before it, {recorded}" if recorded else ''
         parser.exit(2, f"{parser.prog}: error: {error_message(e)}{after}\n")
-    except (KeyboardInterrupt, RuntimeError) as e:
+    except (KeyboardInterrupt, RuntimeError, MemoryError) as e:
+        if out_of_memory(e):
+            if debug: traceback.print_exc()
+            parser.exit(2, f"{parser.prog}: error: {out_of_memory_message(e)}\n")
         if not stopped_by_signal(e, received): raise
         code = 130 if isinstance(e, KeyboardInterrupt) and not received else 128 + signal.SIGTERM  # as a shell reports them
         # on a line of its own: a progress bar may have been drawing on the current one

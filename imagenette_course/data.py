@@ -8,8 +8,8 @@ Docs: https://imagenette-course.github.io/imagenette_course/data.html.md"""
 __all__ = ['DATASETS', 'CLASS_NAMES', 'SPLITS', 'MODES', 'BOOK_PRESIZE', 'BOOK_SIZE', 'NOISE_LEVELS', 'Dataset', 'dataset_info',
            'DataError', 'resolve_data_path', 'class_name', 'check_counts', 'RunConfig', 'device_name', 'get_mode',
            'run_config', 'balanced_subset', 'looks_like', 'nearby_dataset', 'check_imagenette', 'image_problem',
-           'drop_unreadable', 'imagenette_items', 'check_every_class_left', 'default_presize', 'read_noisy_labels',
-           'NoisyLabel', 'get_dls']
+           'drop_unreadable', 'imagenette_items', 'check_split', 'check_every_class_left', 'default_presize',
+           'check_noise', 'read_noisy_labels', 'NoisyLabel', 'get_dls']
 
 # %% ../nbs/01_data.ipynb #92fc4ba8
 import numbers, os, random, warnings
@@ -253,15 +253,23 @@ def imagenette_items(path,                 # the dataset's folder (train/ and va
                      seed=42,              # seed of the balanced subset
                      dataset='imagenette'): # a name of `DATASETS`
     "The image files to use: all, or a balanced subset per split ('official') or over both folders ('random')"
+    check_split(split, n_train, n_valid)
     path = check_imagenette(path, dataset)
-    if split == 'official':
-        groups = [(get_image_files(path/'train'), n_train), (get_image_files(path/'val'), n_valid)]
-    elif split == 'random':
-        per_class = None if n_train is None or n_valid is None else n_train + n_valid
-        groups = [(get_image_files(path, folders=list(SPLITS)), per_class)]
-    else: raise ValueError(f"unknown split {split!r}: use 'official' or 'random'")
+    # Sorted: the file system lists files in its own order, and the random split must pick the same images everywhere
+    files = lambda *folders: sorted(get_image_files(path, folders=list(folders)))
+    if split == 'official': groups = [(files('train'), n_train), (files('val'), n_valid)]
+    else: groups = [(files(*SPLITS), None if n_train is None else n_train + n_valid)]
     items = drop_unreadable([f for files, n in groups for f in (files if n is None else balanced_subset(files, n, seed))])
     return check_every_class_left(items, path, split, dataset)
+
+def check_split(split,         # 'official' or 'random'
+                n_train=None,  # training images per class
+                n_valid=None): # validation images per class
+    "`ValueError` for an unknown `split`, or a random split's subset given by one count only (it needs both)"
+    if split not in ('official', 'random'): raise ValueError(f"unknown split {split!r}: use 'official' or 'random'")
+    if split == 'random' and (n_train is None) != (n_valid is None):
+        raise ValueError("a random split's subset needs both n_train and n_valid (it draws n_train + n_valid images "
+                         "per class, then splits them 80/20); give both, or neither for all images")
 
 def check_every_class_left(items,                 # the image files left after dropping unreadable ones
                            path,                  # the dataset's folder, to name the empty class folders
@@ -286,6 +294,13 @@ def default_presize(size): # the training size, in px
 # %% ../nbs/01_data.ipynb #73e76048
 NOISE_LEVELS = (0, 1, 5, 25, 50)
 
+def check_noise(noise,            # % of training labels to change
+                split='official'): # the run's split: noisy labels exist for the official training images only
+    "`ValueError` unless `noise` is one of `NOISE_LEVELS`, and 0 on any split but the official one"
+    if noise not in NOISE_LEVELS:
+        raise ValueError(f"noise must be one of {NOISE_LEVELS} (% of training labels changed), not {noise!r}")
+    if noise and split != 'official': raise ValueError("noisy labels are for the official split's training images")
+
 def read_noisy_labels(csv,    # the dataset's noisy-label file
                       column, # its column for one noise level, e.g. 'noisy_labels_5'
                       ds):    # the dataset's `Dataset`
@@ -306,7 +321,7 @@ class NoisyLabel:
                  dataset:str='imagenette', # or 'imagewoof'
                  noise:int=5):             # % of training labels changed: one of `NOISE_LEVELS`
         ds = dataset_info(dataset)
-        if noise not in NOISE_LEVELS: raise ValueError(f"noise must be one of {NOISE_LEVELS} (% of training labels changed)")
+        check_noise(noise)
         csv = Path(path)/ds.noisy_csv
         if not csv.is_file():
             raise DataError(f"{csv} is missing: the noisy labels come with {ds.name} from untar_data. Fix: copy "
@@ -348,8 +363,9 @@ def get_dls(bs:int=64,               # batch size
     check_counts(bs=bs, size=size, n_train=n_train, n_valid=n_valid, presize=presize)
     if presize is not None and presize < size:  # the batch crops would blow up blurred images
         raise ValueError(f"presize={presize} is smaller than size={size}: the item resize must leave the crops room")
+    check_split(split, n_train, n_valid)  # bad choices stop here, before a download or decoding every image
+    check_noise(noise, split)
     path = resolve_data_path(path, dataset)
-    if noise and split != 'official': raise ValueError("noisy labels are for the official split's training images")
     items = imagenette_items(path, split, n_train, n_valid, seed, dataset)
     get_y = NoisyLabel(path, dataset, noise) if noise else class_name
     if noise: get_y.check_covers(items)

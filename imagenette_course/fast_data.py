@@ -7,7 +7,7 @@ Docs: https://imagenette-course.github.io/imagenette_course/fast_data.html.md"""
 # %% auto #0
 __all__ = ['DECODE_SPLIT', 'ROOM', 'DECODED', 'MAX_DECODED', 'free_memory', 'NoRoom', 'store_for', 'decode_once', 'pixel_key',
            'decode_labels', 'clear_decoded', 'decoded_images', 'ahead', 'StoreDL', 'store_dl', 'store_dls',
-           'DecodeOnce']
+           'changes_each_epoch', 'DecodeOnce']
 
 # %% ../nbs/92a_fast_data.ipynb #0ab4e335
 import math, os, queue, threading
@@ -17,9 +17,12 @@ import torch
 from fastcore.foundation import L
 from fastai.callback.core import Callback
 from fastai.data.core import DataLoaders, TfmdDL
-from fastai.torch_core import TensorCategory, TensorImage, default_device, rank_distrib
+from fastai.torch_core import (TensorCategory, TensorImage, default_device, get_random_states, rank_distrib,
+                               set_random_states)
+from fastai.vision.augment import RandTransform, Resize, ResizeMethod
 from fasttransform import Pipeline
 from fasttransform.transform import init_args
+from PIL import Image
 
 from .resume import RunError
 
@@ -51,15 +54,20 @@ def decode_once(dl,           # a fastai `TfmdDL`
                 device='cpu', # where the images go, each batch as soon as it is made
                 bs=64):       # 64 images at the book's 460 px are 41 MB, each in shared memory on its way from a worker
     "Every item of `dl` once, in order, through its item transforms as validation runs them: (uint8 images, labels)"
-    plain = dl.new(shuffle=False, drop_last=False, bs=bs, after_batch=Pipeline([]), device=torch.device('cpu'))
-    images, ys = None, []
-    with plain.dataset.set_split_idx(DECODE_SPLIT):
-        for x, y in plain:  # one pass, on fastai's worker processes
-            # one tensor from the start: joining batches at the end would hold every image twice
-            if images is None: images, i = store_for(len(plain.dataset), x, device), 0
-            images[i:i + len(x)] = x
-            i += len(x)
-            ys.append(y)
+    # making and iterating a loader draws from Python's and PyTorch's generators: put them back as they were, so that
+    # a run's augmentations don't depend on whether its images were decoded earlier in this process
+    states = get_random_states()
+    try:
+        plain = dl.new(shuffle=False, drop_last=False, bs=bs, after_batch=Pipeline([]), device=torch.device('cpu'))
+        images, ys = None, []
+        with plain.dataset.set_split_idx(DECODE_SPLIT):
+            for x, y in plain:  # one pass, on fastai's worker processes
+                # one tensor from the start: joining batches at the end would hold every image twice
+                if images is None: images, i = store_for(len(plain.dataset), x, device), 0
+                images[i:i + len(x)] = x
+                i += len(x)
+                ys.append(y)
+    finally: set_random_states(**states)
     return images, torch.cat(ys)
 
 # %% ../nbs/92a_fast_data.ipynb #a7d3c9e1
@@ -196,16 +204,45 @@ def store_dls(dls,            # the book's `DataLoaders` (`get_dls`)
     return DataLoaders(*(store_dl(dl, device, im, prefetch) for dl, im in zip(dls.loaders, images)), path=dls.path,
                        device=device)
 
+# %% ../nbs/92a_fast_data.ipynb #4ca06243
+def _first_of_other_shape(files, # image files
+                          size): # (width, height), as fastai's `Resize` holds it
+    "The first of `files` whose shape isn't that of `size`, with its (width, height); `None` if all have it"
+    for f in files:
+        with Image.open(f) as im: w, h = im.size  # the file's header only: nothing is decoded
+        if w * size[1] != h * size[0]: return f, (w, h)
+
+def changes_each_epoch(dl): # a fastai `TfmdDL`
+    "Why `dl` would make another picture of an item in another epoch, which a decoded-once store can't; `None`: none"
+    split = getattr(dl.dataset, 'split_idx', None)
+    if split == DECODE_SPLIT: return None  # decoded as this loader runs
+    for t in dl.after_item.fs:
+        if not isinstance(t, RandTransform) or t.split_idx not in (None, split): continue  # draws nothing here
+        if not isinstance(t, Resize): return f"its item transform {type(t).__name__} draws at random for every item"
+        if t.method == ResizeMethod.Squish: continue  # stretches the whole photo: no place to draw
+        if not all(isinstance(o, (str, os.PathLike)) for o in dl.items):
+            return "its items aren't image files, so their shapes, which decide `Resize`'s random crops, are unknown"
+        if other := _first_of_other_shape(dl.items, t.size):
+            f, (w, h) = other
+            return (f"{os.path.basename(f)} is {w}×{h} px, not of the shape of `Resize` to {t.size[0]}×{t.size[1]}: "
+                    f"the book's loader crops it at a random place each epoch, the store only at the centre")
+    return None
+
 # %% ../nbs/92a_fast_data.ipynb #d6a1982c
 class DecodeOnce(Callback):
-    "Before every `fit`, replace the learner's `DataLoaders` by `store_dls` of them, on the same device, if they fit there"
+    "Before every `fit`, replace the learner's loaders by `store_dls` of them, if they fit and make the same pictures"
     order = -20  # before the callbacks that read or wrap the loaders (training/eval switch, data-parallel wrapper)
-    def __init__(self): self.refused = None  # the `DataLoaders` whose images didn't fit: not tried again
+    def __init__(self): self.refused = None  # the `DataLoaders` kept as they are: not tried again
 
     def before_fit(self):  # also sent by `validate`, `get_preds` and `tta`
         if isinstance(self.dls.train, StoreDL) or self.dls is self.refused: return
+        if why := next(filter(None, map(changes_each_epoch, self.dls.loaders)), None):
+            return self.keep_loaders(f"the decoded-once data path would train on other pictures: {why}")
         # the loaders' device, not the model's: fastai moves the model to the loaders' device after this (order -10)
         try: self.learn.dls = store_dls(self.dls, self.dls.device)
-        except NoRoom as e:  # a speed-up, not a requirement: these loaders train as the book's do, and say why
-            self.refused = self.dls
-            if not rank_distrib(): print(f"{e}. Going on with the book's loaders.", flush=True)
+        except NoRoom as e: self.keep_loaders(str(e))
+
+    def keep_loaders(self, why): # what the decoded-once loaders can't do here
+        "Train on the learner's own loaders, saying why: decoding once is a speed-up, not a requirement"
+        self.refused = self.dls
+        if not rank_distrib(): print(f"{why}. Going on with the book's loaders.", flush=True)

@@ -6,8 +6,9 @@ Docs: https://imagenette-course.github.io/imagenette_course/ledger.html.md"""
 
 # %% auto #0
 __all__ = ['COMPARED_FIELDS', 'CONFIG_FIELDS', 'SHOWN_BROKEN', 'library_versions', 'RunRecord', 'course_path', 'ledger_path',
-           'locked', 'file_mode', 'append_record', 'record_problem', 'LedgerError', 'ledger_problem', 'read_ledger',
-           'data_name', 'latest_runs', 'runs_table', 'comparison_table', 'plot_comparison']
+           'locked', 'file_mode', 'append_record', 'record_problem', 'LedgerError', 'looks_like_a_record',
+           'ledger_problem', 'read_ledger', 'data_name', 'latest_runs', 'runs_table', 'comparison_table',
+           'plot_comparison']
 
 # %% ../nbs/90_ledger.ipynb #add2717e
 import codecs, errno, json, os, platform, tempfile, warnings
@@ -149,11 +150,19 @@ def record_problem(rec):
 
 class LedgerError(ValueError): "A file given as the results ledger is not one; the message says what to do"
 
+def looks_like_a_record(line): # one line of a file, as bytes
+    "Whether `line` is a run's record, or the start of one (each begins with its recipe; a killed write cuts it short)"
+    if line.startswith(b'{"recipe": '): return True
+    try: return record_problem(json.loads(line)) is None
+    except ValueError: return False  # not JSON, or not UTF-8
+
 def ledger_problem(path): # an existing file, given as the ledger
-    "Why the file `path` is no results ledger (`None` if it may be one): it holds text, but no line a JSON record"
+    "Why the file `path` is no results ledger (`None` if it may be one): it holds text, but no line a run's record"
     with open(path, 'rb') as f: head = f.read(65536).removeprefix(codecs.BOM_UTF8).splitlines()  # an editor's BOM
-    if any(line.strip() for line in head) and not any(line.strip().startswith(b'{') for line in head):
-        return f"{path} exists and is not a results ledger (none of its first lines is a JSON record)"
+    lines = [line.strip() for line in head if line.strip()]
+    # any JSON file would pass a test for a `{`: appending to a settings.json, say, would break it
+    if lines and not any(looks_like_a_record(line) for line in lines):
+        return f"{path} exists and is not a results ledger (none of its first lines is a run's record)"
 
 SHOWN_BROKEN = 3  # broken lines named one by one in warnings; any more are counted in one
 

@@ -29,8 +29,9 @@ from .mixup import mixup
 from .label_smoothing import label_smoothing
 from .sota import SOTA_SETTINGS, sota
 from .ledger import RunRecord, append_record, comparison_table, ledger_path, ledger_problem, read_ledger
-from .resume import (
-    Checkpoint, RunError, checkpoint_dir, default_callbacks, naming_its_run, resumable, run_key)
+from imagenette_course.resume import (
+    Checkpoint, RunError, check_every_fit_ran, checkpoint_dir, default_callbacks, naming_its_run, resumable, run_key,
+    training_alone)
 from .distributed import speed_ups, wait_for_every_process
 from .fast_data import DecodeOnce, StoreDL
 
@@ -129,7 +130,9 @@ def trained(recipe,          # a `Recipe`
     if key in _TRAINED: return (*_TRAINED[key], True)
     ck, start = Checkpoint(checkpoint_dir()/f"{key}.pt"), time.perf_counter()
     add, remove = speed_ups()
-    with resumable(ck), default_callbacks([*add, *data_cbs], remove): learn = recipe.train(cfg)
+    # one process at a time on a checkpoint; and a checkpoint of more fits than this program made is another program's
+    with training_alone(ck), resumable(ck), default_callbacks([*add, *data_cbs], remove): learn = recipe.train(cfg)
+    check_every_fit_ran(ck)
     _TRAINED[key] = learn, ck, ck.elapsed_before + time.perf_counter() - start
     while len(_TRAINED) > 2: _TRAINED.popitem(last=False)
     return (*_TRAINED[key], False)

@@ -6,11 +6,11 @@ Docs: https://imagenette-course.github.io/imagenette_course/resume.html.md"""
 
 # %% auto #0
 __all__ = ['HASHED_WHEN_SET', 'RunError', 'CheckpointError', 'checkpoint_dir', 'run_key', 'unwrapped', 'plain_values',
-           'on_param_devices', 'loader_rng', 'rng_states', 'set_rng_states', 'Checkpoint', 'RunTracker', 'preset',
-           'default_callbacks', 'naming_its_run', 'resumable']
+           'on_param_devices', 'loader_rng', 'rng_states', 'set_rng_states', 'Checkpoint', 'real_fit', 'RunTracker',
+           'preset', 'default_callbacks', 'naming_its_run', 'resumable', 'check_every_fit_ran', 'training_alone']
 
 # %% ../nbs/91_resume.ipynb #444a833b
-import hashlib, json, os, random, time, uuid
+import errno, hashlib, json, os, random, tempfile, time, uuid
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -22,7 +22,12 @@ from fastcore.foundation import L
 from fastai.callback.core import CancelEpochException
 from fastai.torch_core import defaults, rank_distrib
 
-from .ledger import course_path
+from .ledger import course_path, file_mode
+
+try: import fcntl
+except ImportError:  # Windows has no fcntl: a run's lock uses its C runtime's msvcrt instead
+    import msvcrt
+    fcntl = None
 from .progressive import EpochTimer
 
 # %% ../nbs/91_resume.ipynb #6bb78b82
@@ -97,19 +102,29 @@ class Checkpoint:
         self.elapsed_before = self.state['elapsed']
 
     def read(self):
-        "The saved dict, checked; `CheckpointError` if the file is truncated, foreign or unsafe"
-        try: saved = torch.load(self.path, map_location='cpu', weights_only=True)
-        except Exception as e:
-            raise CheckpointError(f"{self.path} is not a readable checkpoint ({type(e).__name__}): it is truncated, "
-                                  f"corrupt or not a checkpoint. {_START_OVER}") from None
+        "The saved dict, checked; `CheckpointError` if the file can't be read, or is truncated, foreign or unsafe"
+        try: f = open(self.path, 'rb')  # opened apart from the loading: the permissions or a folder in its place
+        except OSError as e: raise self.unreadable(e) from None
+        with f:
+            try: saved = torch.load(f, map_location='cpu', weights_only=True)
+            except Exception as e:
+                # a failing disk; a truncated file fails with OSError too, but another one (a seek before its start)
+                if isinstance(e, OSError) and e.errno == errno.EIO: raise self.unreadable(e) from None
+                raise CheckpointError(f"{self.path} is not a readable checkpoint ({type(e).__name__}): it is "
+                                      f"truncated, corrupt or not a checkpoint. {_START_OVER}") from None
         if not (isinstance(saved, dict) and {'model', 'opt', 'state'} <= set(saved) and isinstance(saved['state'], dict)
                 and {'uid', 'fits', 'epochs', 'elapsed'} <= set(saved['state'])):
             raise CheckpointError(f"{self.path} is not a checkpoint of this course: it lacks the weights, the optimizer "
                                   f"state or the run's progress. {_START_OVER}")
         return saved
 
+    def unreadable(self, e): # the `OSError` that reading the file raised
+        "The `CheckpointError` of a file kept from being read by its permissions or the disk: it may hold good epochs"
+        return CheckpointError(f"{self.path} could not be read ({e.strerror or e}); the checkpoint is kept. Fix: "
+                               f"check its permissions and the disk, then run the same command again.")
+
     def restore(self, learn):
-        "Load the saved weights, optimizer state and random states into `learn`"
+        "Load the saved weights, optimizer state, loss scale and random states into `learn`"
         saved = self.read()
         try: unwrapped(learn.model).load_state_dict(saved['model'])
         except RuntimeError as e:
@@ -121,16 +136,23 @@ class Checkpoint:
             state = on_param_devices(saved['opt']['state'], learn.opt.all_params().itemgot(0))
             learn.opt.load_state_dict(dict(state=state, hypers=L(saved['opt']['hypers'])))
         if 'rng' in saved: set_rng_states(saved['rng'], learn.dls)  # none in checkpoints written before they were kept
+        # float16's loss scale (bfloat16's scaler is disabled, and older checkpoints have none)
+        if saved.get('scaler') and getattr(learn, 'scaler', None) and learn.scaler.is_enabled():
+            learn.scaler.load_state_dict(saved['scaler'])
 
     def save(self, learn):
-        "Write the state, weights, optimizer state and random states (main process only), atomically"
+        "Write the state, weights, optimizer and loss-scale state and random states (main process only), atomically"
         self.state['elapsed'] = self.elapsed_before + time.perf_counter() - self.opened
         if rank_distrib(): return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + '.tmp')
         opt = learn.opt.state_dict() if learn.opt else None
         if opt: opt = dict(state=[plain_values(s) for s in opt['state']], hypers=[plain_values(h) for h in opt['hypers']])
         saved = dict(model=unwrapped(learn.model).state_dict(), opt=opt, state=self.state, rng=rng_states(learn.dls))
+        if getattr(learn, 'scaler', None): saved['scaler'] = learn.scaler.state_dict()  # fastai's MixedPrecision's
+        # a name of its own: two processes saving the same run must not write into one temporary file
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f'{self.path.name}.', suffix='.tmp')
+        os.close(fd); tmp = Path(tmp)
+        os.chmod(tmp, file_mode(self.path))  # mkstemp's file is private (0600): the checkpoint keeps its usual mode
         # no fsync: a killed process leaves the old file or the new, whole (the rename is atomic); only a power cut
         # could leave a broken one, which the next run then names. A checkpoint of xresnet50 with Adam's state is
         # hundreds of MB, every epoch: forcing it to disk each time would cost a GPU run seconds.
@@ -150,6 +172,11 @@ class Checkpoint:
         if not rank_distrib(): self.path.unlink(missing_ok=True)
 
 # %% ../nbs/91_resume.ipynb #0ab5e3e6
+def real_fit(learn): # a `Learner` sending fit events
+    "Whether the fit events `learn` sends now are a `fit`'s: `validate` and `get_preds` send them too, inside `no_mbar`"
+    # (`learn.tta` sends them before its `no_mbar`: chapter 5's `fastai_tta` calls it inside one)
+    return getattr(learn, 'create_mbar', True)
+
 class RunTracker(EpochTimer):
     "Log and checkpoint every epoch; when the run is started again, skip the `fit` calls that finished, resume the interrupted one"
     order = 55  # after DistributedTrainer (11) wraps the model and the Recorder (50); before the progress bar (60)
@@ -158,14 +185,14 @@ class RunTracker(EpochTimer):
         self.checkpoint, self.skip_to, self.in_fit = checkpoint, 0, False
 
     def before_fit(self):
-        # `validate` and `get_preds` send before_fit too, inside `no_mbar`: only a real fit draws a bar over its epochs
-        # (`learn.tta` sends it before its `no_mbar`: chapter 5's `fastai_tta` calls it inside one)
-        self.in_fit = getattr(self.learn, 'create_mbar', True)
+        self.in_fit = real_fit(self.learn)
         if not self.in_fit: return
         ck, self.skip_to = self.checkpoint, 0
         if len(self.dls.train) == 0:
+            # this fit's batch size, which may not be --bs: progressive resizing's small stage takes twice as many
             raise RunError(f"nothing to train on: {len(self.dls.train_ds)} training images make no full batch of "
-                           f"{self.dls.train.bs} (fastai drops the last partial batch). Fix: a smaller --bs or more images.")
+                           f"{self.dls.train.bs}, this fit's batch size (fastai drops the last partial batch). "
+                           f"Fix: a smaller --bs or more images.")
         self.fit_idx, ck.fits_started = ck.fits_started, ck.fits_started + 1
         fits = ck.state['fits']
         if self.fit_idx == len(fits): return fits.append([self.n_epoch, 0])  # beyond the checkpoint: a new fit
@@ -228,3 +255,47 @@ def naming_its_run(checkpoint): # the run's `Checkpoint`
 def resumable(checkpoint): # the run's `Checkpoint`
     "Track, checkpoint and resume every `fit` of every `Learner` created in the `with` block with `checkpoint`"
     with default_callbacks(add=[preset(RunTracker, checkpoint=checkpoint)]), naming_its_run(checkpoint): yield checkpoint
+
+# %% ../nbs/91_resume.ipynb #0c986ea5
+def check_every_fit_ran(checkpoint): # the run's `Checkpoint`, after the training returned
+    "`CheckpointError` if the run ran fewer `fit` calls than `checkpoint` holds: its model is not the trained one"
+    ran, saved = checkpoint.fits_started, len(checkpoint.state['fits'])
+    if ran < saved:
+        raise CheckpointError(f"{checkpoint.path} was saved by a run of {saved} fits; this one ran {ran}, and the fits "
+                              f"it skipped restored no weights: its model is not the trained one. {_START_OVER}")
+
+# %% ../nbs/91_resume.ipynb #d093e7ae
+def _try_lock(f):
+    "Take the exclusive lock of the open file `f` if no other process holds it: whether it did"
+    try:
+        if fcntl: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else: msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+    except (BlockingIOError, PermissionError): return False  # held: flock's error, and msvcrt's
+    return True
+
+def _is_at(f, path):
+    "Whether the open file `f` is still the file at `path` (another run may have deleted it meanwhile)"
+    try: return os.path.samestat(os.fstat(f.fileno()), os.stat(path))
+    except FileNotFoundError: return False
+
+@contextmanager
+def training_alone(checkpoint): # the run's `Checkpoint`
+    "Hold the lock of `checkpoint`'s run in the `with` block: `RunError` if another process is training that run now"
+    if rank_distrib():  # a data-parallel run's other processes train with the main one, which holds the lock
+        yield checkpoint
+        return
+    lock = checkpoint.path.with_name(checkpoint.path.name + '.lock')
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        f = open(lock, 'a')
+        if not _try_lock(f):
+            f.close()
+            raise RunError(f"another run is training {checkpoint.path.stem} now (it holds {lock}). Fix: wait for it "
+                           f"to finish, or set IMAGENETTE_CHECKPOINTS to another folder to train a second copy.")
+        if _is_at(f, lock): break
+        f.close()  # locked a file that the run before deleted on finishing: lock the one at its name now
+    try: yield checkpoint
+    finally:
+        # deleted while locked, so that it doesn't stay behind; Windows can't delete an open file: there it stays
+        if fcntl: lock.unlink(missing_ok=True)
+        f.close()  # lets go of the lock

@@ -48,18 +48,18 @@ def blend_tta(aug_preds,   # predictions of each augmented pass
 def predictions(model,         # a classifier
                 dl,            # a fastai `DataLoader`
                 augment=False): # with the training augmentations (its split index set to 0)
-    "(softmax predictions, targets) of `model` over `dl`, with the training augmentations applied if `augment`"
+    "(softmax predictions, targets or `None` for unlabelled `dl`) of `model` over `dl`, augmented as in training if `augment`"
     targs = []
     def inputs():
         # split index 0 is the training one: fastai's random transforms only fire on it
         with dl.dataset.set_split_idx(0 if augment else 1):
-            for xb, yb in dl:
-                targs.append(yb.cpu())
+            for xb, *yb in dl:  # a `test_dl`'s batches hold the images only
+                targs.extend(y.cpu() for y in yb)
                 yield xb
-    return predict_batches(model, inputs()), torch.cat(targs)
+    return predict_batches(model, inputs()), (torch.cat(targs) if targs else None)
 
 def tta(learn,        # a trained `Learner`
-        dl=None,      # the data to predict on (default: the validation set, in order)
+        dl=None,      # the data to predict on (default: the validation set, in order); a `test_dl` gives targets `None`
         n:int=4,      # augmented passes
         beta=0.25     # weight of the plain pass in the blend
        ):
@@ -72,15 +72,15 @@ def tta(learn,        # a trained `Learner`
 
 # %% ../nbs/05_tta.ipynb #892aeec4
 def flip_tta(learn,    # a trained `Learner`
-             dl=None): # the data to predict on (default: the validation set, in order)
+             dl=None): # the data to predict on (default: the validation set, in order); a `test_dl` gives targets `None`
     "Average the predictions on each image of `dl` (default: validation) and on its mirror image; (predictions, targets)"
     if dl is None: dl = learn.dls.valid.new(shuffle=False, drop_last=False)
     preds, targs = [], []
     with dl.dataset.set_split_idx(1), learner_precision(learn):
-        for xb, yb in dl:
+        for xb, *yb in dl:  # a `test_dl`'s batches hold the images only
             preds.append((predict_batches(learn.model, [xb]) + predict_batches(learn.model, [xb.flip(-1)])) / 2)
-            targs.append(yb.cpu())
-    return torch.cat(preds), torch.cat(targs)
+            targs.extend(y.cpu() for y in yb)
+    return torch.cat(preds), (torch.cat(targs) if targs else None)
 
 # %% ../nbs/05_tta.ipynb #e9f6164f
 def training_crop_side(dl): # a fastai `DataLoader` with batch augmentations
@@ -93,6 +93,7 @@ def training_crop_side(dl): # a fastai `DataLoader` with batch augmentations
 def at_training_scale(dl): # a fastai validation `DataLoader`
     "`dl` whose validation view is the centred crop at `training_crop_side(dl)` instead of the whole image"
     side = training_crop_side(dl)
+    # `valid_scale` scales the crop's side, not its area as fastai's docment says (`before_call` multiplies each side)
     def scaled(t): return RandomResizedCropGPU(t.size, min_scale=t.min_scale, ratio=t.ratio, mode=t.mode,
                                                valid_scale=side, max_scale=t.max_scale, mode_mask=t.mode_mask)
     return dl.new(after_batch=[scaled(t) if isinstance(t, RandomResizedCropGPU) else t for t in dl.after_batch.fs])

@@ -11,6 +11,7 @@ A run's summary doesn't list what the command never reached (a run stopped by it
 listed too, as not finished, so that no chapter reads a missing result as a missing technique.
 """
 import argparse, hashlib, importlib.util, json, sys
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +21,7 @@ DATA_PATH = ROOT/'results/gpu/data_path.json'  # bench/gpu_data_path.py's, from 
 FIGURE = ROOT/'results/gpu/results.png'
 PACKAGED, README = ROOT/'imagenette_course/full_mode_gpu.json', ROOT/'README.md'
 TABLE_START, TABLE_END = '<!-- full-mode table: scripts/gpu_reference.py writes it -->', '<!-- end of full-mode table -->'
-NOT_REACHED = "no result in this run: results/gpu/log.txt shows how far the command got"
+NOT_REACHED = "not reached within the command's {budget_s:.0f} s time budget"
 
 
 def gpu_check_module():
@@ -50,22 +51,26 @@ def data_words(data):
             f"{pack['quality']} ({pack['mib']} MiB, PSNR {pack['psnr_db']['mean']} dB), {n}")
 
 
-def with_tta_ways(run, ledger, check):
-    "`run` with its TTA comparison (each way's accuracy and cost) from the `ledger` if its summary entry predates them"
-    if run['recipe'] != 'tta' or None not in (run['tta_ways'], run['tta_costs']): return run
+def with_ledger_details(run, ledger, check):
+    """`run` with what only its ledger record holds: the presize, batch size and lr it trained with, and (for a summary
+    written before the TTA comparison was in it) each way's accuracy and cost"""
     mine = [r for r in ledger if check.run_id(r['recipe'], r.get('config') or {}) == check.run_id(run['recipe'], run)]
-    return {**run, 'tta_ways': run['tta_ways'] or (check.tta_ways(mine[-1]) if mine else None),
-            'tta_costs': run['tta_costs'] or (check.tta_ways(mine[-1], 'cost') if mine else None)}
+    rec = mine[-1] if mine else {}
+    # the presize the run trained with, whatever its settings asked for (the default one has changed since some runs)
+    run = {**run, 'presize_px': (rec.get('extra') or {}).get('presize'), 'bs': rec.get('bs'), 'lr': rec.get('lr')}
+    if run['recipe'] != 'tta' or None not in (run['tta_ways'], run['tta_costs']): return run
+    return {**run, 'tta_ways': run['tta_ways'] or (check.tta_ways(rec) if rec else None),
+            'tta_costs': run['tta_costs'] or (check.tta_ways(rec, 'cost') if rec else None)}
 
 
 def distil(summary, commit=None, ledger=()):
     "The packaged reference from a gpu_check summary and its ledger: provenance, then every run of a full check, in order"
     check = gpu_check_module()
-    done = {check.run_id(r['recipe'], r): with_tta_ways(r, ledger, check) for r in map(run_entry, summary['results'])}
+    done = {check.run_id(r['recipe'], r): with_ledger_details(r, ledger, check) for r in map(run_entry, summary['results'])}
     noisy = any(r['noise'] for r in summary['results']) or 'noisy_imagenette.csv' in ((summary['data'].get('pack') or {})
                                                                                    .get('extra_files') or [])
     keys = [check.run_id(name, s) for name, s in check.run_order(noise=noisy)]
-    runs = [done.get(k, dict(zip(check.RUN_ID, k), status='no result', error=NOT_REACHED)) for k in keys]
+    runs = [done.get(k, dict(zip(check.RUN_ID, k), status='no result', error=NOT_REACHED.format(budget_s=summary['budget_s']))) for k in keys]
     paths = sorted({r['data_path'] for r in summary['results'] if r.get('data_path')})
     return dict(device=summary['device'], date=summary['started'][:10], commit=summary.get('commit') or commit,
                 lanes=summary.get('lanes', 1), mode=summary['mode'], versions=summary['versions'], data=data_words(summary['data']),
@@ -75,7 +80,9 @@ def distil(summary, commit=None, ledger=()):
 
 def data_path_speed(bench):
     "Training images per second at each size (bench/gpu_data_path.py): the model alone, then each data path feeding it"
-    keep = ('size', 'bs', 'model_only', 'decoded_once', 'decoded_once_ahead', 'book')  # ahead: None in runs before it
+    # None where a run's benchmark predates them: ahead, the decode's seconds, the loaders' presize and the rounds
+    keep = ('size', 'bs', 'model_only', 'decoded_once', 'decoded_once_ahead', 'book', 'decode_once_s', 'book_presize',
+            'rounds')
     return [{k: s.get(k) for k in keep} for s in bench['sizes']]
 
 
@@ -83,20 +90,24 @@ def markdown_table(ref):
     "The README's table of the reference run"
     from imagenette_course.baseline import epoch_seconds, book_accuracy, run_name
     device = ref['device'].split('(')[-1].rstrip(')')  # 'cuda (NVIDIA H200)' -> 'NVIDIA H200'
-    rows = ["| recipe | accuracy | with TTA | book | seconds per epoch | wall time | device |", "|---|---|---|---|---|---|---|"]
+    rows = ["| recipe | accuracy | with TTA | book | seconds per epoch | wall time | device | presize |",
+            "|---|---|---|---|---|---|---|---|"]
     for r in ref['runs']:
         name = run_name(r)
         book = book_accuracy(r['recipe']) if name == r['recipe'] else None
         if r['status'] != 'ok':
-            rows.append(f"| {name} | {r['status']} | | {f'{book:.2%}' if book else ''} | | | |")
+            rows.append(f"| {name} | {r['status']} | | {f'{book:.2%}' if book else ''} | | | | |")
             continue
         tta = f"{r['accuracy_tta']:.2%}" if r['accuracy_tta'] is not None else ''
+        presize = f"{r['presize_px']} px" if r.get('presize_px') else ''
         rows.append(f"| {name} | {r['accuracy']:.2%} | {tta} | {f'{book:.2%}' if book else ''} | "
-                    f"{epoch_seconds(r['seconds_per_epoch'])} | {r['seconds']:.0f} s | {device} |")
+                    f"{epoch_seconds(r['seconds_per_epoch'])} | {r['seconds']:.0f} s | {device} | {presize} |")
     shared = f", {ref['lanes']} runs at a time (seconds per epoch are shared time)" if ref['lanes'] > 1 else ''
+    missing = Counter(r['error'] for r in ref['runs'] if r['status'] != 'ok')
+    why = ''.join(f" {n} {'run has' if n == 1 else 'runs have'} no result: {error}." for error, n in missing.items())
     head = (f"One run on {ref['device']}, {ref['date']}, commit {ref['commit']}, {ref['mode']} mode, "
             f"{ref['data_path']} data path{shared}; {ref['data']}. The runs that finished took {ref['total_s']:.0f} s "
-            f"in all.")
+            f"in all.{why}")
     return '\n'.join([TABLE_START, head, '', *rows, TABLE_END])
 
 

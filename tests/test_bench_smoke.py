@@ -3,6 +3,7 @@ import json, signal, subprocess, sys, time
 from pathlib import Path
 
 from imagenette_course.baseline import BOOK, REFERENCES
+from imagenette_course.data import default_presize
 from imagenette_course.recipes import RECIPES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,10 +99,28 @@ def runs_in_book_order():
 
 
 def test_data_path_benchmark_smoke_measures_every_path(shared_data, tmp_path):
-    run_script('bench/gpu_data_path.py', shared_data, '--smoke', '--out', tmp_path/'dp.json', timeout=300)
-    (res,) = json.loads((tmp_path/'dp.json').read_text())['sizes']
-    assert all(res[k] > 0 for k in ('model_only', 'decoded_once', 'decoded_once_ahead', 'book'))
+    out = run_script('bench/gpu_data_path.py', shared_data, '--smoke', '--rounds', 2, '--out', tmp_path/'dp.json',
+                     timeout=300)
+    results = json.loads((tmp_path/'dp.json').read_text())
+    (res,) = results['sizes']
+    paths = ('model_only', 'decoded_once', 'decoded_once_ahead', 'book')
+    assert all(res[k] > 0 for k in paths)
+    # every path measured in each round, interleaved; each keeps its best round
+    assert res['rounds'] == 2 and all(len(res['each_round'][k]) == 2 for k in paths)
+    assert all(abs(res[k] - max(res['each_round'][k])) < 0.1 for k in paths)
     assert res['decoded_once_efficiency'] == round(res['decoded_once'] / res['model_only'], 3)
+    assert res['decoded_once_vs_book'] == round(res['decoded_once'] / res['book'], 3)
+    assert res['book_presize'] == default_presize(32)  # the book's loaders as `get_dls` makes them now
+    assert 'decoded once / book' in out
+    # the first GPU run's and the book's epoch times are cited from other runs, not measured beside these
+    assert set(results['cited']) == {'first_gpu_run_epoch_images_per_s', 'book_s_per_epoch_224', 'note'}
+    assert not {'first_gpu_run_images_per_s', 'book_s_per_epoch_224'} & set(results)
+
+
+def test_data_path_benchmark_refuses_no_rounds(shared_data):
+    out = subprocess.run([sys.executable, str(ROOT/'bench'/'gpu_data_path.py'), str(shared_data), '--smoke',
+                          '--rounds', '0'], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and '--rounds and --steps must be at least 1' in out.stderr
 
 
 def test_unpacking_a_folder_that_is_not_a_pack_says_how_to_make_one(tmp_path):

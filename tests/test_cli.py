@@ -2,6 +2,7 @@ import argparse, json, os, re, signal, subprocess, sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import imagenette_course.recipes as recipes
 from imagenette_course.cli import main, make_parser
@@ -122,7 +123,8 @@ def test_interrupted_run_all_names_the_recipes_it_recorded(fake_imagenette, monk
     assert e.value.code == 130 and f'baseline, normalized finished and were recorded in {isolated_ledger}' in err
     assert 'interrupted: baseline, normalized finished' in err  # not sota, an earlier run's
     assert 'run the recipes left by name, with the same options: progressive, progressive-schedule, tta' in err
-    assert f"its checkpoint {checkpoints/'progressive-quick-0.pt'} is kept: the same command resumes" in err
+    # `run all` again would train baseline and normalized again first
+    assert f"its checkpoint {checkpoints/'progressive-quick-0.pt'} is kept: `run progressive` with the same options resumes" in err
 
 
 def test_a_run_interrupted_before_its_first_checkpoint_says_it_starts_over(fake_imagenette, monkeypatch, capsys,
@@ -392,3 +394,37 @@ def test_the_readmes_synopsis_names_every_option_of_every_command():
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
     options = long_options(parser) | {opt for p in commands.values() for opt in long_options(p)}
     assert options - synopsis == set(), "not in the README's synopsis"
+
+
+def test_another_programs_json_given_as_the_ledger_is_refused_and_left_as_it_was(tmp_path, fake_imagenette, capsys):
+    "Its first line is a `{` too: a run must not append a record to it"
+    settings = tmp_path/'settings.json'
+    settings.write_text('{\n  "theme": "dark"\n}\n')
+    before = settings.read_bytes()
+    with pytest.raises(SystemExit) as e:
+        main(['run', 'baseline', '--data', str(fake_imagenette), '--ledger', str(settings)])
+    assert e.value.code == 2 and 'is not a results ledger' in capsys.readouterr().err
+    assert settings.read_bytes() == before
+
+
+@pytest.mark.parametrize('error', [torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB'),
+                                   RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate "
+                                                "memory: you tried to allocate 9663676416 bytes"),
+                                   MemoryError()])
+def test_running_out_of_memory_is_one_line_with_the_fix(monkeypatch, capsys, error):
+    import imagenette_course.cli as cli
+    def run(args): raise error
+    monkeypatch.setattr(cli, 'run', run)
+    with pytest.raises(SystemExit) as e: main(['run', 'baseline'])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count('\n') == 1 and 'out of memory' in err and 'smaller --bs or --size' in err
+
+
+def test_a_reader_that_stops_reading_the_report_is_no_error(tmp_path):
+    "`imagenette-course report | head`: the pipe closes, and the command ends quietly"
+    import subprocess, sys
+    code = ("import imagenette_course.cli as cli; cli.report = lambda args: [print('x' * 100) for _ in range(10**5)]; "
+            "cli.main(['report'])")
+    done = subprocess.run(['bash', '-c', f'"{sys.executable}" -c "{code}" | head -c 10 > /dev/null; exit ${{PIPESTATUS[0]}}'],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 141 and done.stderr == ''

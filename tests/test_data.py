@@ -126,6 +126,24 @@ def test_random_split_is_seeded_80_20(fake_imagenette):
     with pytest.raises(ValueError, match='unknown split'): imagenette_items(fake_imagenette, split='book')
 
 
+def test_random_split_is_the_same_whatever_order_the_file_system_lists(fake_imagenette, monkeypatch):
+    "The split is drawn from the file list, and file systems list folders in their own order"
+    listed = data.get_image_files
+    first = get_dls(bs=4, size=32, path=fake_imagenette, split='random', num_workers=0)
+    monkeypatch.setattr(data, 'get_image_files', lambda *a, **kw: listed(*a, **kw)[::-1])
+    again = get_dls(bs=4, size=32, path=fake_imagenette, split='random', num_workers=0)
+    assert first.valid_ds.items == again.valid_ds.items and first.train_ds.items == again.train_ds.items
+
+
+@pytest.mark.parametrize('kwargs, problem', [(dict(split='book'), 'unknown split'),
+                                             (dict(split='random', n_train=3), 'needs both n_train and n_valid'),
+                                             (dict(noise=3), 'noise must be one of'),
+                                             (dict(noise=5, split='random'), 'official split')])
+def test_bad_choices_stop_before_the_data_is_looked_for(tmp_path, kwargs, problem):
+    "A folder that isn't there would be a `DataError`: the choice is named first, before any download or decoding"
+    with pytest.raises(ValueError, match=problem): get_dls(bs=4, size=32, path=tmp_path/'nowhere', **kwargs)
+
+
 def test_normalize_is_optional(fake_imagenette):
     tfms = lambda dls: [type(t).__name__ for t in dls.after_batch.fs]
     assert 'Normalize' in tfms(get_dls(bs=4, size=32, path=fake_imagenette, num_workers=0))

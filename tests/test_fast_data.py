@@ -9,14 +9,15 @@ from fastai.data.core import TfmdDL
 from fastai.data.transforms import ToTensor
 from fastai.learner import Learner
 from fastai.metrics import accuracy
-from fastai.vision.augment import Resize
+from fastai.torch_core import set_seed
+from fastai.vision.augment import FlipItem, Resize
 from fastai.vision.core import imagenet_stats
 from fastai.vision.models.xresnet import xresnet18
 
 import imagenette_course.fast_data as fast_data
 from imagenette_course.data import CLASS_NAMES, get_dls
-from imagenette_course.fast_data import (DECODED, MAX_DECODED, DecodeOnce, StoreDL, clear_decoded, decoded_images,
-                                         pixel_key, store_dl, store_dls, store_for)
+from imagenette_course.fast_data import (DECODED, MAX_DECODED, DecodeOnce, StoreDL, changes_each_epoch, clear_decoded,
+                                         decoded_images, pixel_key, store_dl, store_dls, store_for)
 from conftest import fake_dataset
 from test_data import write_noisy_csv
 
@@ -277,3 +278,44 @@ def test_a_batch_of_either_path_has_the_same_types_shapes_and_range(fake_imagene
             assert -1e-4 <= pixels.min() < 0.25 and 0.75 < pixels.max() <= 1 + 1e-4
     # validation draws nothing at random: the same batch, value for value
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fast.valid.one_batch(), dls.valid.one_batch()))
+
+
+# --- the same learning problem as the book's loaders ---
+
+
+def test_the_same_seed_gives_the_same_batches_whether_the_images_were_decoded_now_or_before(fake_imagenette):
+    "Decoding draws from the global generators as it makes and runs its loader: a cache hit draws nothing"
+    dls = tiny_dls(fake_imagenette)
+    def first_batch():
+        set_seed(0)
+        return store_dls(dls).train.one_batch()
+    decoded_now = first_batch()
+    assert len(DECODED) == 1  # so the second is a cache hit
+    assert all(torch.equal(a, b) for a, b in zip(decoded_now, first_batch()))
+
+
+def test_decode_once_keeps_the_book_loaders_where_resize_would_crop_at_random(tmp_path, capsys):
+    "Photos that aren't square: the book's `Resize` draws a crop place per epoch, a store can't; square: the store"
+    def fitted(dls):
+        learn = Learner(dls, xresnet18(n_out=dls.c), cbs=DecodeOnce())
+        with learn.no_bar(), learn.no_logging():
+            learn.fit(1)
+            learn.validate()  # sends before_fit too
+        return learn
+    wide = tiny_dls(fake_dataset(tmp_path/'wide', CLASS_NAMES, size=(60, 40)))
+    assert fitted(wide).dls is wide and len(DECODED) == 0
+    out = capsys.readouterr().out
+    assert out.count("is 60×40 px, not of the shape of `Resize`") == 1 and "Going on with the book's loaders" in out
+    assert type(fitted(tiny_dls(fake_dataset(tmp_path/'square', CLASS_NAMES, size=40))).dls.train) is StoreDL
+
+
+def test_only_random_item_transforms_that_change_a_picture_keep_the_book_loaders(fake_imagenette):
+    dls = tiny_dls(fake_imagenette)
+    assert [changes_each_epoch(dl) for dl in dls.loaders] == [None, None]  # square photos, square presize
+    squish = dls.train.new(after_item=[Resize((32, 48), method='squish'), ToTensor()])
+    assert changes_each_epoch(squish) is None  # the whole photo, stretched: nothing drawn
+    crop = dls.train.new(after_item=[Resize((32, 48)), ToTensor()])
+    assert 'not of the shape of `Resize` to 48×32' in changes_each_epoch(crop)
+    assert changes_each_epoch(dls.valid.new(after_item=[Resize((32, 48)), ToTensor()])) is None  # the centre
+    flips = dls.train.new(after_item=[*dls.train.after_item.fs, FlipItem()])
+    assert 'FlipItem draws at random' in changes_each_epoch(flips)

@@ -29,8 +29,9 @@ def source(cell): return ''.join(cell['source'])
 
 def install_cell(nb_path=NBS/'01_data.ipynb'):
     "The notebook's install cell: the code cell that checks whether the package is there"
-    found = [source(c) for c in cells(nb_path) if c['cell_type'] == 'code' and 'find_spec' in source(c)]
-    assert len(found) == 1, f"{nb_path.name}: expected one install cell (with find_spec), found {len(found)}"
+    is_it = lambda c: c['cell_type'] == 'code' and "find_spec('imagenette_course')" in source(c)
+    found = [source(c) for c in cells(nb_path) if is_it(c)]
+    assert len(found) == 1, f"{nb_path.name}: expected one install cell (with find_spec('imagenette_course')), found {len(found)}"
     return found[0]
 
 

@@ -1,5 +1,5 @@
 "Runs that survive interruption, results that are never lost or misreported, and data-parallel training"
-import json, os, signal, subprocess, sys, time
+import errno, json, os, signal, subprocess, sys, time
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,15 +11,17 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.vision.models.xresnet import xresnet18, xresnet50
 
 import imagenette_course.cli
+import imagenette_course.distributed as distributed
 import imagenette_course.fast_data as fast_data
 from conftest import fake_dataset
 from test_fast_data import no_room
 import imagenette_course.recipes as recipes
 from imagenette_course.data import get_dls, run_config
 from imagenette_course.data import CLASS_NAMES
-from imagenette_course.ledger import RunRecord, append_record, read_ledger
+from imagenette_course.ledger import RunRecord, append_record, file_mode, read_ledger
 from imagenette_course.recipes import recipe_config, run_recipe
-from imagenette_course.resume import Checkpoint, CheckpointError, RunError, resumable, run_key
+from imagenette_course.resume import (Checkpoint, CheckpointError, RunError, check_every_fit_ran, real_fit, resumable,
+                                      run_key, training_alone)
 from imagenette_course.tta import fastai_tta
 
 EXE = os.path.join(os.path.dirname(sys.executable), 'imagenette-course')
@@ -254,6 +256,74 @@ def test_restored_weights_and_optimizer_are_the_saved_ones(fake_imagenette, tmp_
     assert torch.equal(learn.opt.state_dict()['state'][0]['grad_avg'], fresh.opt.state_dict()['state'][0]['grad_avg'])
 
 
+def test_an_unreadable_checkpoint_is_kept_not_called_broken(fake_imagenette, tmp_path, monkeypatch):
+    "A read error (permissions, a failing disk, a folder in its place) says so: deleting it would lose good epochs"
+    Checkpoint(tmp_path/'c.pt').save(learner(get_dls(bs=4, size=32, path=fake_imagenette, num_workers=0), xresnet18))
+    with monkeypatch.context() as m:
+        m.setattr(torch, 'load', lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EIO, 'Input/output error')))
+        with pytest.raises(CheckpointError) as e: Checkpoint(tmp_path/'c.pt')
+    assert 'could not be read (Input/output error); the checkpoint is kept' in e.value.msg
+    assert 'Delete' not in e.value.msg
+    (tmp_path/'folder.pt').mkdir()
+    with pytest.raises(CheckpointError, match='could not be read') as e: Checkpoint(tmp_path/'folder.pt')
+    assert 'Delete' not in e.value.msg
+
+
+def test_two_saves_of_one_run_never_share_a_temporary_file(fake_imagenette, checkpoints, monkeypatch):
+    "Two processes saving one run at once must not write into the same temporary file; the file keeps its usual mode"
+    learn = learner(get_dls(bs=4, size=32, path=fake_imagenette, num_workers=0), xresnet18)
+    written, save = [], torch.save
+    monkeypatch.setattr(torch, 'save', lambda obj, f: written.append(Path(f)) or save(obj, f))
+    for _ in range(2): Checkpoint(checkpoints/'c.pt').save(learn)
+    assert len(set(written)) == 2 and all(p.parent == checkpoints and p.name != 'c.pt.tmp' for p in written)
+    assert [p.name for p in checkpoints.iterdir()] == ['c.pt']
+    assert (checkpoints/'c.pt').stat().st_mode & 0o777 == file_mode(checkpoints/'new')  # not mkstemp's private 0600
+
+
+def test_one_run_trains_in_one_process_at_a_time(checkpoints, monkeypatch):
+    "A second run of one training stops before it trains; the lock goes with its run, and a stale lock file stops none"
+    ck = Checkpoint(checkpoints/'progressive-quick-0.pt')
+    with training_alone(ck):
+        with pytest.raises(RunError, match='another run is training progressive-quick-0 now') as e:
+            with training_alone(Checkpoint(ck.path)): pass
+        assert 'IMAGENETTE_CHECKPOINTS' in e.value.msg
+        with monkeypatch.context() as m:  # a data-parallel run's other processes train with the main one
+            m.setenv('RANK', '1')
+            with training_alone(Checkpoint(ck.path)): pass
+    assert list(checkpoints.iterdir()) == []  # the lock file goes with its run
+    (checkpoints/'progressive-quick-0.pt.lock').touch()  # left by a killed run: its lock went with its process
+    with training_alone(ck): pass
+    assert list(checkpoints.iterdir()) == []
+
+
+def test_a_resumed_program_with_fewer_fits_is_an_error_not_an_untrained_model(fake_imagenette, checkpoints):
+    "The fits it skips restore no weights: it would end with its model as created"
+    dls = get_dls(bs=8, size=32, path=fake_imagenette, num_workers=0)
+    def run(n_fits):
+        with resumable(Checkpoint(checkpoints/'fit.pt')) as ck:
+            learn = learner(dls, xresnet18)
+            with learn.no_bar(), learn.no_logging():
+                for _ in range(n_fits): learn.fit(1)
+        return ck
+    check_every_fit_ran(run(2))  # trained, then
+    check_every_fit_ran(run(2))  # resumed by the same program
+    with pytest.raises(CheckpointError, match='saved by a run of 2 fits; this one ran 1.*Delete it'):
+        check_every_fit_ran(run(1))
+
+
+def test_float16_loss_scale_is_checkpointed(fake_imagenette, tmp_path):
+    "fastai's MixedPrecision keeps a GradScaler in `learn.scaler` during a fit; older checkpoints have no scale"
+    dls = get_dls(bs=4, size=32, path=fake_imagenette, num_workers=0)
+    learn, fresh = learner(dls, xresnet18), learner(dls, xresnet18)
+    Checkpoint(tmp_path/'old.pt').save(learn)  # no scaler: as a float32 run, or a checkpoint written before
+    learn.scaler = torch.amp.GradScaler('cpu', init_scale=1024.)
+    Checkpoint(tmp_path/'c.pt').save(learn)
+    fresh.scaler = torch.amp.GradScaler('cpu')
+    Checkpoint(tmp_path/'old.pt').restore(fresh)
+    assert fresh.scaler.get_scale() == 2.**16  # the initial scale, untouched
+    Checkpoint(tmp_path/'c.pt').restore(fresh)
+    assert fresh.scaler.get_scale() == 1024.
+
 # --- results that are never lost or misreported ---
 
 def test_a_batch_larger_than_the_training_set_is_an_error_not_a_record(fake_imagenette, isolated_ledger, capsys):
@@ -334,6 +404,29 @@ def test_two_processes_find_a_recorded_run_finished(fake_imagenette, checkpoints
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count('had already finished') == 1 and 'train_loss' not in out.stdout  # no training table
     assert len(read_ledger(isolated_ledger)) == 1 and list(checkpoints.iterdir()) == []
+
+def test_each_process_of_a_data_parallel_run_uses_its_own_gpu(monkeypatch):
+    "Before any data is loaded: fastai puts the normalization on the current GPU, the batches on the process's own"
+    calls = []
+    for k, v in dict(WORLD_SIZE='2', RANK='1', LOCAL_RANK='1').items(): monkeypatch.setenv(k, v)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda **kwargs: calls.append('asked') or True)
+    monkeypatch.setattr(torch.cuda, 'set_device', lambda device: calls.append(device))
+    distributed.speed_ups()
+    assert calls == [1, 'asked']
+
+
+class ValidateEachEpoch(Callback):
+    def after_epoch(self):
+        if real_fit(self.learn): self.learn.validate()  # not in the validation's own after_epoch
+
+
+def test_cudnn_autotuning_is_set_back_after_a_fit_that_validates_inside(fake_imagenette, monkeypatch):
+    "A `validate` inside the fit sends fit events too: it must not make the fit keep the setting it turned on"
+    monkeypatch.setattr(torch.backends.cudnn, 'benchmark', False)
+    learn = learner(get_dls(bs=8, size=32, path=fake_imagenette, num_workers=0), xresnet18)
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, cbs=[distributed.CudnnAutotune(), ValidateEachEpoch()])
+    assert torch.backends.cudnn.benchmark is False
 
 
 def test_a_setting_added_later_leaves_the_run_key_as_it_was_until_it_is_set():

@@ -75,6 +75,18 @@ def test_progressive_resize_given_to_the_learner_restores_the_size_at_the_next_f
     assert learn.dls.valid.one_batch()[0].shape[-1] == 32
 
 
+def test_progressive_resize_given_to_the_learner_predicts_at_full_size_after_the_fit(dls):
+    "`get_preds`, `validate` and `tta` send `before_fit` and `before_epoch` at epoch 0: they must not shrink the images"
+    class Sizes(Callback):
+        def before_batch(self): seen.append(self.x.shape[-1])
+    learn, seen = small_learner(dls, cbs=[ProgressiveResize([16, 32]), Sizes()]), []
+    fit_quietly(learn, 2)
+    assert seen[0] == 16 and seen[-1] == 32  # the fit itself ramped up
+    seen.clear()
+    with learn.no_bar(): learn.get_preds(); learn.validate(); learn.tta(n=1)
+    assert seen and set(seen) == {32}
+
+
 def test_progressive_takes_another_loss_and_callbacks(fake_imagenette):
     "Chapter 8 calls `progressive(cfg, loss_func=LabelSmoothingCrossEntropy(), cbs=MixUp())`"
     cfg = run_config('quick', path=fake_imagenette, size=48, bs=4, epochs=1)
@@ -90,15 +102,15 @@ def test_progressive_takes_another_loss_and_callbacks(fake_imagenette):
 
 def test_compare_tta_predicts_every_way_with_cudnns_autotuning_then_puts_it_back(dls, monkeypatch):
     "On a GPU `learn.tta` runs as a fit, with appendix 92's autotuning on: the other ways must use the same algorithms"
-    import imagenette_course.tta as tta_module
-    flags, real = [], tta_module.predictions
-    def spy(*args, **kwargs):
-        flags.append(torch.backends.cudnn.benchmark)
-        return real(*args, **kwargs)
-    monkeypatch.setattr(tta_module, 'predictions', spy)
+    from imagenette_course.distributed import CudnnAutotune
+    from imagenette_course.tta import compare_tta
+    learn, flags = small_learner(dls, cbs=CudnnAutotune()), []  # the callback resets the flag after `learn.tta`'s fit
+    learn.model.register_forward_hook(lambda *_: flags.append(torch.backends.cudnn.benchmark))
     monkeypatch.setattr(torch.backends.cudnn, 'benchmark', False)
-    tta_module.compare_tta(small_learner(dls), n=1)
-    assert len(flags) >= 4 and all(flags) and torch.backends.cudnn.benchmark is False
+    compare_tta(learn, n=1)
+    passes = 1 + 1 + 2 + 2 + 2 + 1  # untimed warm-up, centre, fastai's (1 + plain), ours (1 + plain), flip (2), training-scale
+    assert len(flags) == passes * len(dls.valid.new(shuffle=False, drop_last=False)) and all(flags)
+    assert torch.backends.cudnn.benchmark is False
 
 
 def test_fastai_tta_draws_no_progress_bar_and_keeps_the_callback(dls, monkeypatch):
@@ -143,9 +155,66 @@ def test_tta_and_flip_return_probabilities_for_every_valid_image(dls):
         assert torch.allclose(preds.sum(1), torch.ones(len(preds)), atol=1e-5)
 
 
+def test_tta_and_flip_predict_on_a_test_set_without_labels(dls, fake_imagenette):
+    "A batch job's images have no labels: `learn.tta` gives targets None, and so do ours"
+    learn = small_learner(dls)
+    test_dl = dls.test_dl(sorted((fake_imagenette/'val').rglob('*.JPEG')))
+    for preds, targs in (tta(learn, test_dl, n=1), flip_tta(learn, test_dl), predictions(learn.model, test_dl)):
+        assert preds.shape == (len(test_dl.dataset), dls.c) and targs is None
+
+
 def test_augmented_passes_differ_from_plain(dls):
     learn = small_learner(dls)
     dl = learn.dls.valid.new(shuffle=False)
     plain, _ = predictions(learn.model, dl)
     assert torch.equal(plain, predictions(learn.model, dl)[0])
     assert not torch.equal(plain, predictions(learn.model, dl, augment=True)[0])
+
+
+def test_at_training_scale_validates_on_the_centred_crop_of_the_training_crops_mean_side(dls):
+    "The view that chapter 5 compares with TTA: each validation image's centred square, `training_crop_side` of its side"
+    from fastai.vision.augment import RandomResizedCropGPU
+    from imagenette_course.tta import at_training_scale, training_crop_side
+    side = training_crop_side(dls.valid)
+    assert side == pytest.approx(2 / 3 * (1 - 0.75**1.5) / 0.25)  # get_dls's min_scale=0.75: the mean of sqrt(U(0.75, 1))
+    crop = next(t for t in at_training_scale(dls.valid).after_batch.fs if isinstance(t, RandomResizedCropGPU))
+    crop.before_call(torch.zeros(2, 3, 100, 100), split_idx=1)
+    assert crop.cp_size == (int(100 * side),) * 2 and crop.tl == ((100 - int(100 * side)) // 2,) * 2
+    plain = next(t for t in dls.valid.after_batch.fs if isinstance(t, RandomResizedCropGPU))
+    plain.before_call(torch.zeros(2, 3, 100, 100), split_idx=1)
+    assert plain.cp_size == (100, 100)  # the loaders it was made from keep validating on the whole image
+
+
+# --- normalization: comparing two models on the same images ---
+
+def test_paired_accuracy_gap_is_the_closed_form_and_what_a_bootstrap_gives():
+    from imagenette_course.normalization import paired_accuracy_gap
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(400, generator=g) < 0.6
+    b = torch.where(torch.rand(400, generator=g) < 0.7, a, ~a)  # agrees with a on about 70% of the images
+    gap, se = paired_accuracy_gap(a, b)
+    n, only_a, only_b = len(a), int((a & ~b).sum()), int((b & ~a).sum())
+    assert gap == pytest.approx((only_b - only_a) / n)
+    assert se == pytest.approx((only_a + only_b - (only_b - only_a) ** 2 / n) ** .5 / n)
+    idx = torch.randint(0, n, (4000, n), generator=g)  # resampled images, the same for both models
+    boot = b[idx].float().mean(1) - a[idx].float().mean(1)
+    assert se == pytest.approx(boot.std().item(), rel=0.1)
+    # as if the two had been scored on different images: wider than the paired error, since they agree so often
+    unpaired = (a.float().var(unbiased=False) / n + b.float().var(unbiased=False) / n).sqrt().item()
+    assert se < unpaired
+
+
+def test_paired_accuracy_gap_takes_lists_and_rejects_scores_of_different_images():
+    from imagenette_course.normalization import paired_accuracy_gap
+    assert paired_accuracy_gap([1, 0, 1, 1], [1, 1, 1, 1]) == pytest.approx((0.25, (0.25 * 0.75 / 4) ** .5))
+    assert paired_accuracy_gap([True, False], [True, False]) == (0., 0.)
+    for a, b in [([1, 0, 1], [1, 0]), ([1], [[1]]), ([], [])]:
+        with pytest.raises(ValueError, match='same images'): paired_accuracy_gap(a, b)
+
+
+def test_right_per_image_scores_every_validation_image_as_validate_does(dls):
+    from imagenette_course.normalization import right_per_image
+    learn = small_learner(dls)
+    right = right_per_image(learn)
+    assert right.dtype == torch.bool and len(right) == len(dls.valid_ds)
+    with learn.no_bar(): assert right.float().mean().item() == pytest.approx(learn.validate()[1])

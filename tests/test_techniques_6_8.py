@@ -11,7 +11,7 @@ from fastai.vision.models.xresnet import xresnet18
 
 from imagenette_course.data import get_dls, run_config
 from imagenette_course.label_smoothing import LabelSmoothingCE, label_smoothing
-from imagenette_course.mixup import MIXUP_LONG_RUN, MixUpFromScratch, mixup
+from imagenette_course.mixup import MIXUP_LONG_RUN, MixUpFromScratch, mix_inputs, mixup
 from imagenette_course.progressive import progressive_epochs
 from imagenette_course.sota import MIXUP_MIN_EPOCHS, SOTA_SETTINGS, sota
 
@@ -45,10 +45,21 @@ class Spy(Callback):
 # --- mixup ---
 
 def test_mixup_trains_but_never_mixes_validation(dls):
-    learn, spy = small_learner(dls, cbs=MixUpFromScratch(0.4)), Spy()
-    fit_quietly(learn, 1, cbs=spy)
+    "The model trains on each batch blended with its permutation as `mix_inputs` says, and validates on plain batches"
+    class Plain(Spy): order = -1  # sees each batch before mixup (order 0) replaces it
+    class Mixed(Spy):
+        "Also the λ and permutation mixup drew for each training batch"
+        def before_batch(self):
+            super().before_batch()
+            if self.training: self.seen[-1] += (self.mix_up_from_scratch.lam, self.mix_up_from_scratch.perm)
+    learn, unmixed, spy = small_learner(dls, cbs=MixUpFromScratch(0.4)), Plain(), Mixed()
+    fit_quietly(learn, 1, cbs=[unmixed, spy])
     assert isinstance(learn.loss_func, CrossEntropyLossFlat)  # restored after training
-    valid_x = [x for training, x in spy.seen if not training]
+    trained = [(before, *after) for (training, before), (_, *after) in zip(unmixed.seen, spy.seen) if training]
+    assert len(trained) == len(learn.dls.train)
+    for before, seen, lam, perm in trained: assert torch.allclose(seen, mix_inputs(before, lam, perm))
+    assert not all(torch.allclose(seen, before) for before, seen, *_ in trained)  # mixed, not the plain batches
+    valid_x = [x for training, x, *_ in spy.seen if not training]
     plain = [x for x, _ in learn.dls.valid]
     assert len(valid_x) == len(plain) and all(torch.allclose(a, b) for a, b in zip(valid_x, plain))
 
@@ -63,14 +74,16 @@ def test_mixup_restores_the_loss_when_training_is_cancelled(dls, cancel):
     assert isinstance(learn.loss_func, CrossEntropyLossFlat)
 
 
-def test_mixup_interrupted_by_ctrl_c_gives_plain_predictions_and_trains_again(dls):
-    "fastai sends no event when Ctrl-C stops a fit: the next use of the `Learner` must not see the mixed loss"
+@pytest.mark.parametrize('inner', [False, True])
+def test_mixup_interrupted_by_ctrl_c_gives_plain_predictions_and_trains_again(dls, inner):
+    """fastai sends no event when Ctrl-C stops a fit: the next use of the `Learner` must not see the mixed loss, even
+    `get_preds(inner=True)`, as callbacks call it, which sends no before_fit"""
     class CtrlC(Callback):
         def after_batch(self):
             if self.training: raise KeyboardInterrupt
     learn = small_learner(dls, cbs=MixUpFromScratch(0.4))
     with pytest.raises(KeyboardInterrupt): fit_quietly(learn, 1, cbs=CtrlC())
-    with learn.no_bar(): probs, _ = learn.get_preds()
+    with learn.no_bar(): probs, _ = learn.get_preds(inner=inner)
     assert torch.allclose(probs.sum(1), torch.ones(len(probs)))  # softmaxed by the plain loss, not raw activations
     assert isinstance(learn.loss_func, CrossEntropyLossFlat)
     fit_quietly(learn, 1)
@@ -135,3 +148,14 @@ def test_sota_trains_progressively_with_label_smoothing(tiny_cfg, use_mixup):
     assert any(isinstance(cb, MixUp) for cb in learn.cbs) == bool(use_mixup)  # a 3-epoch run: mixup only if forced
     assert learn.dls.one_batch()[0].shape[-1] == tiny_cfg.size  # ends at full size
     assert len(learn.recorder.values) == progressive_epochs(tiny_cfg)  # every epoch in one fit: the size ramp
+
+
+# --- label smoothing: smoothing against plain cross-entropy on the same images ---
+
+def test_paired_gap_of_a_label_smoothing_model_is_the_gap_in_validated_accuracy(dls):
+    from imagenette_course.normalization import paired_accuracy_gap, right_per_image
+    plain, smoothed = small_learner(dls), small_learner(dls, loss_func=LabelSmoothingCE())
+    fit_quietly(smoothed, 1)
+    gap, se = paired_accuracy_gap(right_per_image(plain), right_per_image(smoothed))
+    with plain.no_bar(), smoothed.no_bar(): accs = plain.validate()[1], smoothed.validate()[1]
+    assert gap == pytest.approx(accs[1] - accs[0], abs=1e-6) and se >= 0

@@ -25,7 +25,8 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 
 run: install  ## the main job, the whole chapter: quick mode on a CPU, full mode on a GPU
 	$(BIN)/imagenette-course run all
-	$(BIN)/imagenette-course report --plot results.png
+# the figures only: `run all` has just printed the same comparison table
+	$(BIN)/imagenette-course report --plot results.png > /dev/null && echo "figures saved to results.png"
 
 test: test-unit test-nbs  ## unit tests, then every notebook under nbval, in quick mode
 

@@ -7,7 +7,7 @@ Docs: https://imagenette-course.github.io/imagenette_course/ledger.html.md"""
 # %% auto #0
 __all__ = ['COMPARED_FIELDS', 'CONFIG_FIELDS', 'SHOWN_BROKEN', 'library_versions', 'RunRecord', 'course_path', 'ledger_path',
            'locked', 'file_mode', 'append_record', 'record_problem', 'LedgerError', 'looks_like_a_record',
-           'ledger_problem', 'read_ledger', 'data_name', 'latest_runs', 'runs_table', 'comparison_table',
+           'ledger_problem', 'read_ledger', 'data_name', 'latest_runs', 'runs_table', 'comparison_table', 'label_lifts',
            'plot_comparison']
 
 # %% ../nbs/90_ledger.ipynb #add2717e
@@ -57,7 +57,9 @@ class RunRecord:
         tta = f", {self.extra['accuracy_tta']:.1%} with TTA" if 'accuracy_tta' in self.extra else ''
         note = " (quick-mode smoke run: not the chapter's accuracy)" if self.mode == 'quick' else ''
         sizes = '→'.join(map(str, self.sizes))
-        return (f"{self.recipe}: accuracy {self.accuracy:.1%}{tta}{note} | {self.mode} mode, {self.device}, "
+        procs = self.extra.get('processes', 1)  # data-parallel runs (appendix 92): a batch of bs on each process
+        device = f"{self.device} × {procs} processes, batches of {procs} × {self.bs}" if procs > 1 else self.device
+        return (f"{self.recipe}: accuracy {self.accuracy:.1%}{tta}{note} | {self.mode} mode, {device}, "
                 f"{self.n_train} train / {self.n_valid} valid images, {sizes} px, {self.epochs} epoch{'s' * (self.epochs != 1)}, "
                 f"{self.wall_time_s:.0f} s, seed {self.seed}")
 
@@ -224,6 +226,23 @@ def comparison_table(records,   # ledger records (`read_ledger`)
             f"splits):\n{refs}")
 
 # %% ../nbs/90_ledger.ipynb #7449e956
+def label_lifts(xy,         # (x, y) of each point, in data units
+                height,     # the axes' height, in points (1/72 inch)
+                line=9,     # a label's height, in points
+                wide=0.15): # the share of the x range a label spans
+    "Vertical offset, in points, of each point's label: each goes up until it overlaps no label placed before it"
+    if not xy: return []
+    xs, ys = zip(*xy)
+    dx, dy = max(xs) - min(xs) or 1, max(ys) - min(ys) or 1
+    at = lambda x, y: ((x - min(xs)) / dx, (y - min(ys)) / dy * height)  # x as a share of its range, y in points
+    taken, lifts = [], {}
+    for i in sorted(range(len(xy)), key=lambda i: xy[i][1]):  # the lowest first: labels stack upwards
+        u, v = at(*xy[i])
+        level = v
+        while any(abs(u - tu) < wide and abs(level - tv) < line for tu, tv in taken): level += line
+        taken.append((u, level)); lifts[i] = 3 + level - v
+    return [lifts[i] for i in range(len(xy))]
+
 def plot_comparison(records,   # ledger records (`read_ledger`)
                     order=()): # recipe names in the order to plot them (others after)
     "Two panels from the newest run of each recipe: accuracy per recipe, and accuracy against wall time"
@@ -242,11 +261,15 @@ def plot_comparison(records,   # ledger records (`read_ledger`)
     ax1.set_xticks(range(len(runs)), labels, rotation=45, ha='right', fontsize=8)
     ax1.set(ylabel='validation accuracy', ylim=(0, 1), title='Accuracy per recipe')
     ax1.legend(fontsize=8)
+    ax2.margins(y=0.15)  # room above the highest point for its label
+    fig.tight_layout()  # the axes' final size, which the labels' offsets depend on
+    height = ax2.get_window_extent().height * 72 / fig.dpi
+    lift = dict(zip(map(id, runs), label_lifts([(r['wall_time_s'], r['accuracy']) for r in runs], height)))
     for mode, marker in (('quick', 's'), ('full', '^')):
         pts = [r for r in runs if r['mode'] == mode]
         if not pts: continue
         ax2.scatter([r['wall_time_s'] for r in pts], [r['accuracy'] for r in pts], marker=marker, label=f'{mode} mode')
-        for r in pts: ax2.annotate(r['recipe'], (r['wall_time_s'], r['accuracy']), fontsize=7, xytext=(3, 3),
+        for r in pts: ax2.annotate(r['recipe'], (r['wall_time_s'], r['accuracy']), fontsize=7, xytext=(3, lift[id(r)]),
                                    textcoords='offset points')
     ax2.set(xlabel='wall time (s)', ylabel='validation accuracy', title='Accuracy against wall time')
     ax2.legend(fontsize=8)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from fastai.metrics import accuracy
-from fastai.torch_core import rank_distrib, set_seed
+from fastai.torch_core import num_distrib, rank_distrib, set_seed
 from fastai.vision.augment import Resize
 
 from .data import device_name, resolve_data_path, run_config
@@ -117,9 +117,11 @@ def data_path_callbacks(data_path=None):
 def training_key(recipe,     # a `Recipe`
                  cfg,        # its `RunConfig`
                  data_path): # 'fast' or 'book'
-    "`run_key` of `recipe`'s training on `cfg`, marked with `data_path` unless it's the book's: a run resumes only on its own"
-    key = run_key(recipe.train.__name__, cfg)
-    return key if data_path == 'book' else f"{key}-{data_path}"
+    """`run_key` of `recipe`'s training on `cfg`, marked with `data_path` unless it's the book's and with the number of
+    data-parallel processes if several: a run resumes only on its own"""
+    key = run_key(recipe.train.__name__, cfg) + ('' if data_path == 'book' else f"-{data_path}")
+    # N data-parallel processes train on N × bs images a step (appendix 92): another run, not one to resume on one process
+    return key + (f"-{num_distrib()}procs" if num_distrib() > 1 else '')
 
 def trained(recipe,          # a `Recipe`
             cfg,             # its `RunConfig`
@@ -174,7 +176,9 @@ def measured(recipe, # a `Recipe`
     extra = dict(seconds_per_epoch=seconds_per_epoch(ck.state['epochs']), presize=presize(learn.dls),
                  run_id=ck.state['uid'], reused_training=reused,
                  # the one the last fit used: where the images don't fit, the fast path's fit keeps the book's loaders
-                 data_path='fast' if isinstance(learn.dls.train, StoreDL) else 'book')
+                 data_path='fast' if isinstance(learn.dls.train, StoreDL) else 'book',
+                 # data-parallel: each process's batch is `bs`, so a step trains on `processes` × `bs` images
+                 **({'processes': num_distrib()} if num_distrib() > 1 else {}))
     if recipe.evaluate: extra.update(recipe.evaluate(learn))
     return acc, extra
 

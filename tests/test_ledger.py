@@ -151,3 +151,12 @@ def test_a_hand_edited_record_the_table_cant_show_is_skipped_with_its_line(tmp_p
     append_record({**asdict(record('b')), **edit}, path)
     with pytest.warns(UserWarning, match=f'line 2.*{field}'): recs = read_ledger(path)
     assert [r['recipe'] for r in recs] == ['a'] and 'a ' in comparison_table(recs)
+
+
+def test_labels_of_points_close_together_stack_instead_of_overlapping():
+    from imagenette_course.ledger import label_lifts
+    xy = [(14, 0.24), (16, 0.24), (17, 0.24), (94, 0.27), (95, 0.9)]
+    lifts = label_lifts(xy, height=300, line=9)
+    assert lifts[:3] == [3, 12, 21]  # three recipes at one accuracy and about one wall time: a label a line each
+    assert lifts[3:] == [3, 3]  # alone: just above the point
+    assert label_lifts([], height=300) == []

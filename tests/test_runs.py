@@ -398,6 +398,7 @@ def test_two_processes_find_a_recorded_run_finished(fake_imagenette, checkpoints
     "Recorded, but killed before its checkpoint was deleted: both processes see it, neither trains, one reports"
     with monkeypatch.context() as m:
         m.setattr(Checkpoint, 'remove', lambda self: None)  # as if killed between recording and deleting
+        m.setattr(recipes, 'num_distrib', lambda: 2)  # the checkpoint of a two-process run, which they alone resume
         run_recipe('baseline', 'quick', isolated_ledger, path=str(fake_imagenette), size=32, bs=8, epochs=1)
     out = two_processes('run', 'baseline', '--data', str(fake_imagenette), *ARGS, '--epochs', '1',
                         '--ledger', str(isolated_ledger))
@@ -472,3 +473,17 @@ def test_the_record_names_the_data_path_the_run_used(fake_imagenette, monkeypatc
     try: rec = run_recipe('baseline', 'quick', data_path='fast', path=str(fake_imagenette), epochs=1, size=32, bs=8)
     finally: fast_data.clear_decoded()
     assert rec.extra['data_path'] == ('fast' if room else 'book')
+
+
+def test_a_data_parallel_run_has_its_own_checkpoint_and_says_so_in_its_record(monkeypatch):
+    "N processes train on N × bs images a step: not a run for one process to resume, nor to read as one"
+    import imagenette_course.recipes as recipes
+    from imagenette_course.data import run_config
+    from imagenette_course.ledger import RunRecord
+    cfg = run_config('quick')
+    one = recipes.training_key(recipes.RECIPES['baseline'], cfg, 'book')
+    monkeypatch.setattr(recipes, 'num_distrib', lambda: 4)
+    assert recipes.training_key(recipes.RECIPES['baseline'], cfg, 'book') == f"{one}-4procs"
+    record = RunRecord('baseline', 'full', 'cuda', 10, 10, [224], 5, 0.8, 60.0, 42, 64, 3e-3, extra=dict(processes=4))
+    assert 'cuda × 4 processes, batches of 4 × 64' in str(record)
+    assert 'processes' not in str(RunRecord('baseline', 'full', 'cuda', 10, 10, [224], 5, 0.8, 60.0, 42, 64, 3e-3))

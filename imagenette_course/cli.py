@@ -8,8 +8,8 @@ Docs: https://imagenette-course.github.io/imagenette_course/cli.html.md"""
 __all__ = ['RECIPE_NAMES', 'MODE_NAMES', 'DATASET_NAMES', 'NOISE_CHOICES', 'DATA_PATH_NAMES', 'SPLIT_NAMES', 'MIN_SIZE',
            'whole_number', 'a_path', 'recipe_name', 'make_parser', 'plot_problem', 'argument_problem', 'report',
            'save_whole', 'run', 'recorded_recipes', 'recipes_recorded_since', 'recorded_since', 'interrupted_message',
-           'error_message', 'plain_warnings', 'sigterm_as_ctrl_c', 'stopped_by_signal', 'out_of_memory',
-           'out_of_memory_message', 'main']
+           'left_behind', 'error_message', 'plain_warnings', 'sigterm_as_ctrl_c', 'stopped_by_signal', 'reader_gone',
+           'out_of_memory', 'out_of_memory_message', 'main']
 
 # %% ../nbs/94_cli.ipynb #8a9f5283
 import argparse, difflib, os, shutil, signal, sys, threading, traceback, warnings
@@ -188,6 +188,12 @@ def interrupted_message(args,     # the parsed command line
                         stopped): # the `Checkpoint` of the training the Ctrl-C stopped (`resumable`), or `None`
     "What a Ctrl-C left behind: the recipes recorded since the ledger held the recipes `before`, and the checkpoint"
     if args.command == 'report': return "interrupted: nothing was written"  # it reads, and saves its figures whole
+    return f"interrupted: {left_behind(args, before, stopped)}"
+
+def left_behind(args,     # the parsed command line of a run
+                before,   # the recipes the ledger held when the run started (`None`: unread)
+                stopped): # the `Checkpoint` of the training that stopped, or `None`
+    "What a stopped run left: the recipes it recorded, and the checkpoint that the same command (or which) resumes"
     from imagenette_course.ledger import ledger_path
     done = recorded_since(args, before) or f"nothing was written to {ledger_path(args.ledger)}"
     new = recipes_recorded_since(args, before)
@@ -198,7 +204,7 @@ def interrupted_message(args,     # the parsed command line
     elif stopped.path.exists():
         kept = f"; its checkpoint {stopped.path} is kept: {again} resumes the interrupted training from it"
     else: kept = f"; it left no checkpoint to resume from: {again} starts it over"
-    return f"interrupted: {done}{kept}"
+    return done + kept
 
 def error_message(e): # an error the command stops on
     "Its message: the course's own, or an operating-system error's, naming the file and what to check"
@@ -241,16 +247,29 @@ def stopped_by_signal(e,        # what a run ended on
         e = e.__cause__ or e.__context__
     return False
 
+def reader_gone():
+    "Whether the output's reader has closed the pipe (`report | head`): writing to it fails"
+    # a line break, written past Python's buffer, whose state after the error is unknown; where the output is still
+    # read (the broken pipe was another one), it only ends the line before the error message
+    try: os.write(sys.stdout.fileno(), b'\n')
+    except BrokenPipeError: return True
+    except (OSError, ValueError): pass  # no file descriptor (a notebook's output): not a closed pipe
+    return False
+
 def out_of_memory(e): # what a run ended on
     "Whether `e` says that the GPU or the CPU ran out of memory"
     # torch's `OutOfMemoryError` (a GPU's) is a `RuntimeError`, and so is its CPU allocator's "can't allocate memory"
     return isinstance(e, MemoryError) or type(e).__name__ == 'OutOfMemoryError' or "can't allocate memory" in str(e)
 
-def out_of_memory_message(e): # the error, from `out_of_memory`
-    "The first line of what ran out of memory, and how to need less"
+def out_of_memory_message(args,   # the parsed command line
+                          before, # the recipes the ledger held when the run started (`None`: unread)
+                          e):     # the error, from `out_of_memory`
+    "The first line of what ran out of memory, what the run left, and how to need less"
     what = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return (f"out of memory: {what}. Fix: a smaller --bs or --size, or close what else holds that memory; "
-            f"the checkpoint of the epochs that finished is kept for the same command")
+    if args.command == 'report': return f"out of memory: {what}. Fix: close what else holds that memory"
+    # a smaller --bs or --size is another run (`run_key`): it can't resume this one's checkpoint
+    return (f"out of memory: {what}; {left_behind(args, before, getattr(e, 'checkpoint', None))}. Fix: close what "
+            f"else holds that memory and run it again, or a smaller --bs or --size, which trains from the start")
 
 def main(argv=None):
     "Entry point of the `imagenette-course` command"
@@ -270,9 +289,12 @@ def main(argv=None):
             else:
                 before = recorded_recipes(args.ledger)
                 run(args)
-    except BrokenPipeError:  # `report | head` stopped reading: the rest of the output has no reader, and that's no error
+    except BrokenPipeError as e:
+        if not reader_gone():  # another pipe than the output's: an error like any other
+            parser.exit(2, f"{parser.prog}: error: {error_message(e)}\n")
+        # `report | head` stopped reading: the rest of the output has no reader, and that's no error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would fail again
-        sys.exit(128 + signal.SIGPIPE)
+        sys.exit(141)  # as a shell reports a process that SIGPIPE ended (128 + 13)
     except (DataError, LedgerError, RunError, OSError) as e:
         if debug: traceback.print_exc()
         recorded = recorded_since(args, before)  # `run all` may have got that far
@@ -281,7 +303,7 @@ def main(argv=None):
     except (KeyboardInterrupt, RuntimeError, MemoryError) as e:
         if out_of_memory(e):
             if debug: traceback.print_exc()
-            parser.exit(2, f"{parser.prog}: error: {out_of_memory_message(e)}\n")
+            parser.exit(2, f"{parser.prog}: error: {out_of_memory_message(args, before, e)}\n")
         if not stopped_by_signal(e, received): raise
         code = 130 if isinstance(e, KeyboardInterrupt) and not received else 128 + signal.SIGTERM  # as a shell reports them
         # on a line of its own: a progress bar may have been drawing on the current one

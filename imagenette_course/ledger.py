@@ -6,9 +6,9 @@ Docs: https://imagenette-course.github.io/imagenette_course/ledger.html.md"""
 
 # %% auto #0
 __all__ = ['COMPARED_FIELDS', 'CONFIG_FIELDS', 'SHOWN_BROKEN', 'library_versions', 'RunRecord', 'course_path', 'ledger_path',
-           'locked', 'file_mode', 'append_record', 'record_problem', 'LedgerError', 'looks_like_a_record',
-           'ledger_problem', 'read_ledger', 'data_name', 'latest_runs', 'runs_table', 'comparison_table', 'label_lifts',
-           'plot_comparison']
+           'lock_file', 'unlock_file', 'locked', 'file_mode', 'append_record', 'record_problem', 'LedgerError',
+           'looks_like_a_record', 'ledger_problem', 'read_ledger', 'data_name', 'latest_runs', 'runs_table',
+           'comparison_table', 'label_lifts', 'plot_comparison']
 
 # %% ../nbs/90_ledger.ipynb #add2717e
 import codecs, errno, json, os, platform, tempfile, warnings
@@ -75,16 +75,23 @@ def ledger_path(path=None): # the ledger file given by the user (`None`: not giv
     "The results ledger: `path`, else `$IMAGENETTE_LEDGER`, else `~/.imagenette_course/ledger.jsonl`"
     return course_path(path, 'IMAGENETTE_LEDGER', 'ledger.jsonl')
 
-def _lock(f):
-    "Wait until this process holds the exclusive lock of the open file `f`"
-    if fcntl: return fcntl.flock(f, fcntl.LOCK_EX)
-    while True:
-        try: return msvcrt.locking(f.fileno(), msvcrt.LK_LOCK, 1)
-        except OSError as e:  # LK_LOCK gives up after ten tries a second apart: wait on, as flock does
-            if e.errno != errno.EDEADLOCK: raise
+def lock_file(f,         # an open file, at its first byte (msvcrt locks bytes from the file's position)
+              wait=True): # wait for another process to let go of it; else give up at once
+    "Take the exclusive lock of the open file `f`: whether this process holds it (always, if `wait`)"
+    try:
+        if fcntl: fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        else:
+            while True:
+                try: msvcrt.locking(f.fileno(), msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1); break
+                except OSError as e:  # LK_LOCK gives up after ten tries a second apart: wait on, as flock does
+                    if not wait or e.errno != errno.EDEADLOCK: raise
+    except (BlockingIOError, PermissionError):  # held by another process: flock's error, and msvcrt's
+        if wait: raise
+        return False
+    return True
 
-def _unlock(f):
-    "Let go of the lock `_lock` took on the open file `f`"
+def unlock_file(f):
+    "Let go of the lock `lock_file` took on the open file `f`"
     if fcntl: fcntl.flock(f, fcntl.LOCK_UN)
     else: msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
 
@@ -93,9 +100,9 @@ def locked(path): # the file to lock, e.g. the ledger
     "Hold the exclusive lock of the file `path` (made if missing) in the `with` block: another `locked(path)` waits"
     with open(path, 'a') as f:
         f.seek(0)  # msvcrt locks bytes from the file's position: its first byte stands for the file (flock ignores it)
-        _lock(f)
+        lock_file(f)
         try: yield
-        finally: _unlock(f)
+        finally: unlock_file(f)
 
 def file_mode(path):
     "The permission bits of the file `path`, or those a new file gets under this process's umask"
@@ -226,21 +233,16 @@ def comparison_table(records,   # ledger records (`read_ledger`)
             f"splits):\n{refs}")
 
 # %% ../nbs/90_ledger.ipynb #7449e956
-def label_lifts(xy,         # (x, y) of each point, in data units
-                height,     # the axes' height, in points (1/72 inch)
-                line=9,     # a label's height, in points
-                wide=0.15): # the share of the x range a label spans
+def label_lifts(xy,      # (x, y) of each point on the figure, in points (1/72 inch)
+                widths,  # each label's width, in points
+                line=9): # a label's height, in points
     "Vertical offset, in points, of each point's label: each goes up until it overlaps no label placed before it"
-    if not xy: return []
-    xs, ys = zip(*xy)
-    dx, dy = max(xs) - min(xs) or 1, max(ys) - min(ys) or 1
-    at = lambda x, y: ((x - min(xs)) / dx, (y - min(ys)) / dy * height)  # x as a share of its range, y in points
     taken, lifts = [], {}
     for i in sorted(range(len(xy)), key=lambda i: xy[i][1]):  # the lowest first: labels stack upwards
-        u, v = at(*xy[i])
-        level = v
-        while any(abs(u - tu) < wide and abs(level - tv) < line for tu, tv in taken): level += line
-        taken.append((u, level)); lifts[i] = 3 + level - v
+        (x, y), w = xy[i], widths[i]
+        level = y
+        while any(x < tx + tw and tx < x + w and abs(level - ty) < line for tx, ty, tw in taken): level += line
+        taken.append((x, level, w)); lifts[i] = 3 + level - y
     return [lifts[i] for i in range(len(xy))]
 
 def plot_comparison(records,   # ledger records (`read_ledger`)
@@ -261,16 +263,17 @@ def plot_comparison(records,   # ledger records (`read_ledger`)
     ax1.set_xticks(range(len(runs)), labels, rotation=45, ha='right', fontsize=8)
     ax1.set(ylabel='validation accuracy', ylim=(0, 1), title='Accuracy per recipe')
     ax1.legend(fontsize=8)
-    ax2.margins(y=0.15)  # room above the highest point for its label
-    fig.tight_layout()  # the axes' final size, which the labels' offsets depend on
-    height = ax2.get_window_extent().height * 72 / fig.dpi
-    lift = dict(zip(map(id, runs), label_lifts([(r['wall_time_s'], r['accuracy']) for r in runs], height)))
     for mode, marker in (('quick', 's'), ('full', '^')):
         pts = [r for r in runs if r['mode'] == mode]
-        if not pts: continue
-        ax2.scatter([r['wall_time_s'] for r in pts], [r['accuracy'] for r in pts], marker=marker, label=f'{mode} mode')
-        for r in pts: ax2.annotate(r['recipe'], (r['wall_time_s'], r['accuracy']), fontsize=7, xytext=(3, lift[id(r)]),
-                                   textcoords='offset points')
+        if pts: ax2.scatter([r['wall_time_s'] for r in pts], [r['accuracy'] for r in pts], marker=marker,
+                            label=f'{mode} mode')
+    ax2.margins(y=0.15)  # room above the highest point for its label
+    fig.tight_layout()  # the axes' final place, which the labels' offsets depend on
+    xy = [tuple(ax2.transData.transform((r['wall_time_s'], r['accuracy'])) * 72 / fig.dpi) for r in runs]  # in points
+    widths = [4.2 * len(r['recipe']) for r in runs]  # 7-pt text: about 0.6 of its size a character
+    for r, lift in zip(runs, label_lifts(xy, widths)):
+        ax2.annotate(r['recipe'], (r['wall_time_s'], r['accuracy']), fontsize=7, xytext=(3, lift),
+                     textcoords='offset points')
     ax2.set(xlabel='wall time (s)', ylabel='validation accuracy', title='Accuracy against wall time')
     ax2.legend(fontsize=8)
     fig.tight_layout()

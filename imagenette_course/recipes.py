@@ -7,7 +7,8 @@ Docs: https://imagenette-course.github.io/imagenette_course/recipes.html.md"""
 # %% auto #0
 __all__ = ['RECIPES', 'DATA_PATHS', 'Recipe', 'tta_comparison', 'with_tta', 'recipe_names', 'recipe_config', 'writable_folder',
            'check_ledger', 'check_run_folders', 'data_path_callbacks', 'training_key', 'trained', 'presize',
-           'sizes_trained', 'save_record', 'finished_record', 'measured', 'run_recipe', 'run_all']
+           'sizes_trained', 'save_record', 'spare_copy', 'finished_record', 'measured', 'run_recipe', 'recorded_run',
+           'run_all']
 
 # %% ../nbs/93_recipes.ipynb #ba19310d
 import json, os, tempfile, time
@@ -132,9 +133,8 @@ def trained(recipe,          # a `Recipe`
     if key in _TRAINED: return (*_TRAINED[key], True)
     ck, start = Checkpoint(checkpoint_dir()/f"{key}.pt"), time.perf_counter()
     add, remove = speed_ups()
-    # one process at a time on a checkpoint; and a checkpoint of more fits than this program made is another program's
-    with training_alone(ck), resumable(ck), default_callbacks([*add, *data_cbs], remove): learn = recipe.train(cfg)
-    check_every_fit_ran(ck)
+    with resumable(ck), default_callbacks([*add, *data_cbs], remove): learn = recipe.train(cfg)
+    check_every_fit_ran(ck)  # a checkpoint of more fits than this program made is another program's
     _TRAINED[key] = learn, ck, ck.elapsed_before + time.perf_counter() - start
     while len(_TRAINED) > 2: _TRAINED.popitem(last=False)
     return (*_TRAINED[key], False)
@@ -150,14 +150,29 @@ def sizes_trained(epochs):
 # %% ../nbs/93_recipes.ipynb #57ce91a8
 def save_record(record,       # a `RunRecord`
                 ledger=None):  # the ledger file (default: `ledger_path()`)
-    "Append `record` to the ledger; if that fails, save it beside the temp files and raise `RunError` saying where"
+    "Append `record` to the ledger; if that fails, save it in a file of its own and raise `RunError` saying where"
     try: return append_record(record, ledger)
     except OSError as e:
-        fd, spare = tempfile.mkstemp(prefix=f'imagenette-course-{record.recipe}-', suffix='.json')
-        with os.fdopen(fd, 'w') as f: f.write(json.dumps(asdict(record)) + '\n')
-        raise RunError(f"the result could not be added to the ledger {ledger_path(ledger)} ({e.strerror or e}):\n{record}\n"
-                       f"It is saved in {spare}. Fix: make the ledger writable, then append that file's line to it "
-                       f"(`cat {spare} >> LEDGER`).") from None
+        spare, line = spare_copy(record, ledger), json.dumps(asdict(record))
+        kept = (f"It is saved in {spare}. Fix: make the ledger writable, then append that file's line to it "
+                f"(`cat {spare} >> LEDGER`)." if spare else
+                f"No folder took a copy either; here is its ledger line, to append by hand once the disk allows:\n{line}")
+        raise RunError(f"the result could not be added to the ledger {ledger_path(ledger)} ({e.strerror or e}):\n"
+                       f"{record}\n{kept}") from None
+
+def spare_copy(record,      # a `RunRecord` the ledger didn't take
+               ledger=None): # the ledger file (default: `ledger_path()`)
+    "`record`'s ledger line in a new file: beside the ledger, else in `~/.imagenette_course`, else the temp folder; its path"
+    # the temp folder last: a reboot may empty it
+    for folder in (ledger_path(ledger).parent, Path.home()/'.imagenette_course', Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, spare = tempfile.mkstemp(dir=folder, prefix=f'imagenette-course-{record.recipe}-', suffix='.json')
+        except OSError: continue  # a read-only folder: the next one
+        try:
+            with os.fdopen(fd, 'w') as f: f.write(json.dumps(asdict(record)) + '\n')
+            return spare
+        except OSError: Path(spare).unlink(missing_ok=True)  # a full disk: no half-written copy left behind
 
 def finished_record(name,         # the recipe
                     checkpoint,   # the `Checkpoint` found for its run
@@ -198,7 +213,19 @@ def run_recipe(name,            # a recipe of `RECIPES`
     cfg = replace(cfg, path=str(resolve_data_path(cfg.path, cfg.dataset)))
     set_seed(cfg.seed)  # not reproducible=True: cuDNN's deterministic algorithms are slower (appendix 92)
     data_path = data_path_callbacks(data_path)[0]
-    ck = Checkpoint(checkpoint_dir()/f"{training_key(recipe, cfg, data_path)}.pt")
+    path = checkpoint_dir()/f"{training_key(recipe, cfg, data_path)}.pt"
+    # one process at a time on a run, from reading its checkpoint to removing it: a second would train it again, or
+    # resume one that the first has just finished
+    with training_alone(path): return recorded_run(name, recipe, cfg, path, data_path, ledger)
+
+def recorded_run(name,      # a recipe of `RECIPES`
+                 recipe,    # its `Recipe`
+                 cfg,       # its `RunConfig`, with the data's own folder
+                 path,      # its checkpoint file
+                 data_path, # 'fast' or 'book'
+                 ledger):   # the ledger file (`None`: `ledger_path()`)
+    "`run_recipe`'s run, resumed from its checkpoint at `path` if it has one, measured and recorded; the `RunRecord`"
+    ck, main = Checkpoint(path), not rank_distrib()
     if ck.resumed and (done := finished_record(name, ck, ledger)):
         wait_for_every_process()  # under torchrun: every process has read the checkpoint before the main one removes it
         ck.remove()

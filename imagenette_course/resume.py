@@ -10,7 +10,7 @@ __all__ = ['HASHED_WHEN_SET', 'RunError', 'CheckpointError', 'checkpoint_dir', '
            'preset', 'default_callbacks', 'naming_its_run', 'resumable', 'check_every_fit_ran', 'training_alone']
 
 # %% ../nbs/91_resume.ipynb #444a833b
-import errno, hashlib, json, os, random, tempfile, time, uuid
+import errno, hashlib, json, os, random, time, uuid
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -22,12 +22,7 @@ from fastcore.foundation import L
 from fastai.callback.core import CancelEpochException
 from fastai.torch_core import defaults, rank_distrib
 
-from .ledger import course_path, file_mode
-
-try: import fcntl
-except ImportError:  # Windows has no fcntl: a run's lock uses its C runtime's msvcrt instead
-    import msvcrt
-    fcntl = None
+from .ledger import course_path, lock_file, unlock_file
 from .progressive import EpochTimer
 
 # %% ../nbs/91_resume.ipynb #6bb78b82
@@ -149,10 +144,9 @@ class Checkpoint:
         if opt: opt = dict(state=[plain_values(s) for s in opt['state']], hypers=[plain_values(h) for h in opt['hypers']])
         saved = dict(model=unwrapped(learn.model).state_dict(), opt=opt, state=self.state, rng=rng_states(learn.dls))
         if getattr(learn, 'scaler', None): saved['scaler'] = learn.scaler.state_dict()  # fastai's MixedPrecision's
-        # a name of its own: two processes saving the same run must not write into one temporary file
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f'{self.path.name}.', suffix='.tmp')
-        os.close(fd); tmp = Path(tmp)
-        os.chmod(tmp, file_mode(self.path))  # mkstemp's file is private (0600): the checkpoint keeps its usual mode
+        # one name: a save killed half-way leaves one file, which the next save overwrites (a run trains in one
+        # process at a time, `training_alone`, so no other process writes it)
+        tmp = self.path.with_name(self.path.name + '.tmp')
         # no fsync: a killed process leaves the old file or the new, whole (the rename is atomic); only a power cut
         # could leave a broken one, which the next run then names. A checkpoint of xresnet50 with Adam's state is
         # hundreds of MB, every epoch: forcing it to disk each time would cost a GPU run seconds.
@@ -265,37 +259,31 @@ def check_every_fit_ran(checkpoint): # the run's `Checkpoint`, after the trainin
                               f"it skipped restored no weights: its model is not the trained one. {_START_OVER}")
 
 # %% ../nbs/91_resume.ipynb #d093e7ae
-def _try_lock(f):
-    "Take the exclusive lock of the open file `f` if no other process holds it: whether it did"
-    try:
-        if fcntl: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        else: msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
-    except (BlockingIOError, PermissionError): return False  # held: flock's error, and msvcrt's
-    return True
-
 def _is_at(f, path):
     "Whether the open file `f` is still the file at `path` (another run may have deleted it meanwhile)"
     try: return os.path.samestat(os.fstat(f.fileno()), os.stat(path))
     except FileNotFoundError: return False
 
 @contextmanager
-def training_alone(checkpoint): # the run's `Checkpoint`
-    "Hold the lock of `checkpoint`'s run in the `with` block: `RunError` if another process is training that run now"
+def training_alone(path): # the run's checkpoint file (`Checkpoint.path`), made or not
+    "Hold the lock of the run checkpointed at `path` in the `with` block: `RunError` if another process holds it now"
     if rank_distrib():  # a data-parallel run's other processes train with the main one, which holds the lock
-        yield checkpoint
+        yield
         return
-    lock = checkpoint.path.with_name(checkpoint.path.name + '.lock')
+    lock = path.with_name(path.name + '.lock')
     lock.parent.mkdir(parents=True, exist_ok=True)
     while True:
         f = open(lock, 'a')
-        if not _try_lock(f):
+        f.seek(0)  # msvcrt locks bytes from the file's position: its first byte stands for the file
+        if not lock_file(f, wait=False):
             f.close()
-            raise RunError(f"another run is training {checkpoint.path.stem} now (it holds {lock}). Fix: wait for it "
+            raise RunError(f"another run is training {path.stem} now (it holds {lock}). Fix: wait for it "
                            f"to finish, or set IMAGENETTE_CHECKPOINTS to another folder to train a second copy.")
         if _is_at(f, lock): break
         f.close()  # locked a file that the run before deleted on finishing: lock the one at its name now
-    try: yield checkpoint
+    try: yield
     finally:
         # deleted while locked, so that it doesn't stay behind; Windows can't delete an open file: there it stays
-        if fcntl: lock.unlink(missing_ok=True)
-        f.close()  # lets go of the lock
+        if os.name != 'nt': lock.unlink(missing_ok=True)
+        unlock_file(f)
+        f.close()

@@ -21,7 +21,7 @@ DATA_PATH = ROOT/'results/gpu/data_path.json'  # bench/gpu_data_path.py's, from 
 FIGURE = ROOT/'results/gpu/results.png'
 PACKAGED, README = ROOT/'imagenette_course/full_mode_gpu.json', ROOT/'README.md'
 TABLE_START, TABLE_END = '<!-- full-mode table: scripts/gpu_reference.py writes it -->', '<!-- end of full-mode table -->'
-NOT_REACHED = "not reached within the command's {budget_s:.0f} s time budget"
+NOT_REACHED = "not finished within the command's {budget_s:.0f} s time budget"
 
 
 def gpu_check_module():

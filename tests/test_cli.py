@@ -428,3 +428,21 @@ def test_a_reader_that_stops_reading_the_report_is_no_error(tmp_path):
     done = subprocess.run(['bash', '-c', f'"{sys.executable}" -c "{code}" | head -c 10 > /dev/null; exit ${{PIPESTATUS[0]}}'],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 141 and done.stderr == ''
+
+
+def test_a_broken_pipe_that_is_not_the_output_is_an_error(monkeypatch, capsys):
+    "A loader's worker pipe, say: not a reader that stopped reading, so it is reported, not hidden behind exit 141"
+    import imagenette_course.cli as cli
+    def run(args): raise BrokenPipeError(32, 'Broken pipe')
+    monkeypatch.setattr(cli, 'run', run)
+    with pytest.raises(SystemExit) as e: main(['run', 'baseline'])
+    assert e.value.code == 2 and 'Broken pipe' in capsys.readouterr().err
+
+
+def test_running_out_of_memory_in_report_gives_no_training_advice(monkeypatch, capsys):
+    import imagenette_course.cli as cli
+    def report(args): raise MemoryError()
+    monkeypatch.setattr(cli, 'report', report)
+    with pytest.raises(SystemExit) as e: main(['report'])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and 'out of memory' in err and '--bs' not in err

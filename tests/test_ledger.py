@@ -155,8 +155,8 @@ def test_a_hand_edited_record_the_table_cant_show_is_skipped_with_its_line(tmp_p
 
 def test_labels_of_points_close_together_stack_instead_of_overlapping():
     from imagenette_course.ledger import label_lifts
-    xy = [(14, 0.24), (16, 0.24), (17, 0.24), (94, 0.27), (95, 0.9)]
-    lifts = label_lifts(xy, height=300, line=9)
-    assert lifts[:3] == [3, 12, 21]  # three recipes at one accuracy and about one wall time: a label a line each
+    xy = [(100, 50), (110, 50), (120, 52), (400, 60), (105, 200)]  # in points on the figure
+    lifts = label_lifts(xy, widths=[60] * 5, line=9)
+    assert lifts[:3] == [3, 12, 21]  # three recipes at about one accuracy and wall time: each label above the last
     assert lifts[3:] == [3, 3]  # alone: just above the point
-    assert label_lifts([], height=300) == []
+    assert label_lifts([], widths=[]) == []

@@ -269,30 +269,32 @@ def test_an_unreadable_checkpoint_is_kept_not_called_broken(fake_imagenette, tmp
     assert 'Delete' not in e.value.msg
 
 
-def test_two_saves_of_one_run_never_share_a_temporary_file(fake_imagenette, checkpoints, monkeypatch):
-    "Two processes saving one run at once must not write into the same temporary file; the file keeps its usual mode"
+def test_saves_write_through_one_temporary_file(fake_imagenette, checkpoints, monkeypatch):
+    """Checkpoints are hundreds of MB in full mode: saves killed half-way (SIGKILL, the OOM killer) must not pile up one
+    temporary file each; the next save replaces the one left"""
     learn = learner(get_dls(bs=4, size=32, path=fake_imagenette, num_workers=0), xresnet18)
     written, save = [], torch.save
     monkeypatch.setattr(torch, 'save', lambda obj, f: written.append(Path(f)) or save(obj, f))
+    (checkpoints/'c.pt.tmp').parent.mkdir(parents=True, exist_ok=True)
+    (checkpoints/'c.pt.tmp').write_bytes(b'half of a killed save')
     for _ in range(2): Checkpoint(checkpoints/'c.pt').save(learn)
-    assert len(set(written)) == 2 and all(p.parent == checkpoints and p.name != 'c.pt.tmp' for p in written)
+    assert written == [checkpoints/'c.pt.tmp'] * 2
     assert [p.name for p in checkpoints.iterdir()] == ['c.pt']
-    assert (checkpoints/'c.pt').stat().st_mode & 0o777 == file_mode(checkpoints/'new')  # not mkstemp's private 0600
 
 
 def test_one_run_trains_in_one_process_at_a_time(checkpoints, monkeypatch):
     "A second run of one training stops before it trains; the lock goes with its run, and a stale lock file stops none"
     ck = Checkpoint(checkpoints/'progressive-quick-0.pt')
-    with training_alone(ck):
+    with training_alone(ck.path):
         with pytest.raises(RunError, match='another run is training progressive-quick-0 now') as e:
-            with training_alone(Checkpoint(ck.path)): pass
+            with training_alone(ck.path): pass
         assert 'IMAGENETTE_CHECKPOINTS' in e.value.msg
         with monkeypatch.context() as m:  # a data-parallel run's other processes train with the main one
             m.setenv('RANK', '1')
-            with training_alone(Checkpoint(ck.path)): pass
+            with training_alone(ck.path): pass
     assert list(checkpoints.iterdir()) == []  # the lock file goes with its run
     (checkpoints/'progressive-quick-0.pt.lock').touch()  # left by a killed run: its lock went with its process
-    with training_alone(ck): pass
+    with training_alone(ck.path): pass
     assert list(checkpoints.iterdir()) == []
 
 
@@ -487,3 +489,19 @@ def test_a_data_parallel_run_has_its_own_checkpoint_and_says_so_in_its_record(mo
     record = RunRecord('baseline', 'full', 'cuda', 10, 10, [224], 5, 0.8, 60.0, 42, 64, 3e-3, extra=dict(processes=4))
     assert 'cuda × 4 processes, batches of 4 × 64' in str(record)
     assert 'processes' not in str(RunRecord('baseline', 'full', 'cuda', 10, 10, [224], 5, 0.8, 60.0, 42, 64, 3e-3))
+
+
+def test_a_result_the_ledger_refused_is_kept_beside_it_or_printed_whole(tmp_path, monkeypatch):
+    "Beside the ledger first (the temp folder may be emptied by a reboot); where no folder takes it, in the message"
+    from imagenette_course.ledger import RunRecord
+    from imagenette_course.resume import RunError
+    record = RunRecord('baseline', 'quick', 'cpu', 10, 10, [32], 1, 0.5, 1.0, 42, 8, 3e-3)
+    def disk_full(record, path=None): raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(recipes, 'append_record', disk_full)
+    with pytest.raises(RunError) as e: recipes.save_record(record, tmp_path/'ledger.jsonl')
+    (spare,) = tmp_path.glob('imagenette-course-baseline-*.json')
+    assert str(spare) in str(e.value) and json.loads(spare.read_text())['recipe'] == 'baseline'
+    def no_room(*args, **kwargs): raise OSError(30, 'Read-only file system')
+    monkeypatch.setattr(recipes.tempfile, 'mkstemp', no_room)
+    with pytest.raises(RunError) as e: recipes.save_record(record, tmp_path/'ledger.jsonl')
+    assert 'No folder took a copy' in str(e.value) and '"recipe": "baseline"' in str(e.value)

@@ -7,9 +7,9 @@ Docs: https://imagenette-course.github.io/imagenette_course/cli.html.md"""
 # %% auto #0
 __all__ = ['RECIPE_NAMES', 'MODE_NAMES', 'DATASET_NAMES', 'NOISE_CHOICES', 'DATA_PATH_NAMES', 'SPLIT_NAMES', 'MIN_SIZE',
            'whole_number', 'a_path', 'recipe_name', 'make_parser', 'plot_problem', 'argument_problem', 'report',
-           'save_whole', 'run', 'recorded_recipes', 'recipes_recorded_since', 'recorded_since', 'interrupted_message',
-           'left_behind', 'error_message', 'plain_warnings', 'sigterm_as_ctrl_c', 'stopped_by_signal', 'reader_gone',
-           'out_of_memory', 'out_of_memory_message', 'main']
+           'save_whole', 'run', 'recorded_recipes', 'recipes_recorded_since', 'recipes_left', 'recorded_since',
+           'interrupted_message', 'left_behind', 'error_message', 'plain_warnings', 'sigterm_as_ctrl_c',
+           'stopped_by_signal', 'reader_gone', 'out_of_memory', 'out_of_memory_message', 'main']
 
 # %% ../nbs/94_cli.ipynb #8a9f5283
 import argparse, difflib, os, shutil, signal, sys, threading, traceback, warnings
@@ -172,14 +172,18 @@ def recipes_recorded_since(args,   # the parsed command line of a run
     "The names of the recipes recorded since the ledger held `before`"
     return [] if before is None else (recorded_recipes(args.ledger) or [])[len(before):]  # None: unread, or unreadable
 
-def recorded_since(args,   # the parsed command line of a run
-                   before): # the recipes the ledger held when the run started (`None`: unread)
+def recipes_left(args, # the parsed command line of a run
+                 new):  # the recipes it recorded (`recipes_recorded_since`)
+    "The recipes `run all` had yet to record (none for a run of one recipe)"
+    return [r for r in RECIPE_NAMES if r not in new] if args.recipe == 'all' else []
+
+def recorded_since(args, # the parsed command line of a run
+                   new):  # the recipes it recorded (`recipes_recorded_since`)
     "The recipes a stopped run recorded, in words, and for `run all` how to skip them; `None` if it recorded none"
     from imagenette_course.ledger import ledger_path
-    ledger, new = ledger_path(args.ledger), recipes_recorded_since(args, before)
     if not new: return None
-    left = [r for r in RECIPE_NAMES if r not in new] if args.recipe == 'all' else []
-    return (f"{', '.join(new)} finished and {'was' if len(new) == 1 else 'were'} recorded in {ledger}" +
+    left = recipes_left(args, new)
+    return (f"{', '.join(new)} finished and {'was' if len(new) == 1 else 'were'} recorded in {ledger_path(args.ledger)}" +
             (f" (`run all` would train them again: to skip them, run the recipes left by name, with the same options: "
              f"{', '.join(left)})" if left else ''))
 
@@ -195,11 +199,11 @@ def left_behind(args,     # the parsed command line of a run
                 stopped): # the `Checkpoint` of the training that stopped, or `None`
     "What a stopped run left: the recipes it recorded, and the checkpoint that the same command (or which) resumes"
     from imagenette_course.ledger import ledger_path
-    done = recorded_since(args, before) or f"nothing was written to {ledger_path(args.ledger)}"
     new = recipes_recorded_since(args, before)
-    left = [r for r in RECIPE_NAMES if r not in new]
+    done = recorded_since(args, new) or f"nothing was written to {ledger_path(args.ledger)}"
+    left = recipes_left(args, new)
     # `run all` again would train the recorded recipes again before it got back to the interrupted one
-    again = f"`run {left[0]}` with the same options" if args.recipe == 'all' and new and left else "the same command"
+    again = f"`run {left[0]}` with the same options" if new and left else "the same command"
     if stopped is None: kept = ''  # stopped outside training: before it, or while the trained model was measured
     elif stopped.path.exists():
         kept = f"; its checkpoint {stopped.path} is kept: {again} resumes the interrupted training from it"
@@ -297,7 +301,7 @@ def main(argv=None):
         sys.exit(141)  # as a shell reports a process that SIGPIPE ended (128 + 13)
     except (DataError, LedgerError, RunError, OSError) as e:
         if debug: traceback.print_exc()
-        recorded = recorded_since(args, before)  # `run all` may have got that far
+        recorded = recorded_since(args, recipes_recorded_since(args, before))  # `run all` may have got that far
         after = f"\n{parser.prog}: before it, {recorded}" if recorded else ''
         parser.exit(2, f"{parser.prog}: error: {error_message(e)}{after}\n")
     except (KeyboardInterrupt, RuntimeError, MemoryError) as e:

@@ -26,7 +26,7 @@ from fastai.vision.models.xresnet import xresnet50
 
 from imagenette_course.baseline import BOOK, REFERENCE_EPOCH_SECONDS
 from imagenette_course.data import device_name, get_dls
-from imagenette_course.fast_data import clear_decoded, store_dls
+from imagenette_course.fast_data import NoRoom, clear_decoded, store_dls
 from imagenette_course.recipes import presize
 
 # Cited, not measured here: epoch wall time with validation, on other data paths, against this script's step-only speeds
@@ -83,11 +83,15 @@ def measure_size(data, size, bs, steps, warmup, device, rounds, per_class=None):
     res = dict(size=size, bs=bs, n_train=len(book.train_ds), book_presize=presize(book), rounds=rounds)
     clear_decoded()  # time a decode, not a hit in the per-process cache of decoded images
     start = time.perf_counter()
-    serial = store_dls(book, device, prefetch=False)
-    res['decode_once_s'] = round(time.perf_counter() - start, 1)
-    ahead = store_dls(book, device, prefetch=True)  # the same decoded images
-    feeds = {'model_only': lambda: repeated((x, y)), 'decoded_once': lambda: batches_of(serial.train),
-             'decoded_once_ahead': lambda: batches_of(ahead.train), 'book': lambda: batches_of(book.train)}
+    try:
+        serial = store_dls(book, device, prefetch=False)
+        res['decode_once_s'] = round(time.perf_counter() - start, 1)
+        ahead = store_dls(book, device, prefetch=True)  # the same decoded images
+        decoded = {'decoded_once': lambda: batches_of(serial.train),
+                   'decoded_once_ahead': lambda: batches_of(ahead.train)}
+    except NoRoom as e:  # a GPU with too little free memory, where full mode takes the book's loaders: the others only
+        decoded, res['decode_once_s'], res['no_room'] = {}, None, str(e)
+    feeds = {'model_only': lambda: repeated((x, y)), **decoded, 'book': lambda: batches_of(book.train)}
     each = {path: [] for path in feeds}
     for _ in range(rounds):
         for path, feed in feeds.items():
@@ -96,11 +100,21 @@ def measure_size(data, size, bs, steps, warmup, device, rounds, per_class=None):
             finally: batches.close()  # the loader's workers, or the thread making batches ahead, stop before the next
     res.update({path: max(ips) for path, ips in each.items()})
     res['each_round'] = {path: [round(v, 1) for v in ips] for path, ips in each.items()}
-    for path in PATHS:
-        res[f'{path}_efficiency'] = round(res[path] / res['model_only'], 3)
-        res[f'{path}_s_per_epoch'] = round(res['n_train'] / res[path], 1)
-    res['decoded_once_vs_book'] = round(res['decoded_once'] / res['book'], 3)
+    for path in PATHS:  # None where a path was not measured (no room for the decoded images)
+        ips = res.setdefault(path, None)
+        res[f'{path}_efficiency'] = ips and round(ips / res['model_only'], 3)
+        res[f'{path}_s_per_epoch'] = ips and round(res['n_train'] / ips, 1)
+    res['decoded_once_vs_book'] = res['decoded_once'] and round(res['decoded_once'] / res['book'], 3)
     return res
+
+
+def describe(r):
+    "One line of the results `r` of `measure_size`"
+    paths = '; '.join(f"{label} {r[p]:.0f} img/s ({r[p + '_efficiency']:.0%}, {r[p + '_s_per_epoch']} s/epoch)"
+                      if r[p] else f"{label}: not measured" for p, label in PATHS.items())
+    decoded = (f"decoded once / book's loaders (presize {r['book_presize']} px) {r['decoded_once_vs_book']:.2f}x; "
+               f"decoded in {r['decode_once_s']} s" if r['decoded_once'] else f"not decoded once: {r['no_room']}")
+    return f"{r['size']} px, best of {r['rounds']} rounds: model alone {r['model_only']:.0f} img/s; {paths}; {decoded}"
 
 
 def main(argv=None):
@@ -124,11 +138,7 @@ def main(argv=None):
     for size in sizes:  # each size's result printed and written as soon as it is measured: a cut run keeps it
         r = measure_size(args.data, size, bs, steps, warmup, device, args.rounds, per_class)
         results['sizes'].append(r)
-        paths = '; '.join(f"{label} {r[p]:.0f} img/s ({r[p + '_efficiency']:.0%}, {r[p + '_s_per_epoch']} s/epoch)"
-                          for p, label in PATHS.items())
-        print(f"{r['size']} px, best of {r['rounds']} rounds: model alone {r['model_only']:.0f} img/s; {paths}; "
-              f"decoded once / book's loaders (presize {r['book_presize']} px) {r['decoded_once_vs_book']:.2f}x; "
-              f"decoded in {r['decode_once_s']} s", flush=True)
+        print(describe(r), flush=True)
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(results, indent=2) + '\n')

@@ -11,6 +11,7 @@ fastai's `OptimWrapper` around PyTorch's fused `AdamW`, which decays batchnorm w
 Ratios only, no pass/fail: the numbers are as good as the machine is quiet.
 
     OMP_NUM_THREADS=1 python bench/optimizer_step.py                 # (a) here; (a) and (b) on a GPU machine
+    python bench/optimizer_step.py --no-cpu                          # (b) alone, on a GPU machine
     python bench/optimizer_step.py --smoke                           # seconds, on a CPU: so it can't rot
 """
 import argparse, json, os, time
@@ -93,6 +94,8 @@ def main(argv=None):
     p.add_argument('--warmup', type=int, default=5, help="untimed steps first (default 5)")
     p.add_argument('--gpu-sizes', default='128,224', help="image sizes of the GPU runs (default 128,224)")
     p.add_argument('--out', help="write the results here as JSON")
+    p.add_argument('--no-cpu', action='store_true',
+                   help="skip (a), the CPU regime: on a GPU machine short of time, (b) is what only it can measure")
     p.add_argument('--smoke', action='store_true', help="one tiny round on the CPU")
     args = p.parse_args(argv)
     rounds, steps, warmup = (1, 2, 1) if args.smoke else (args.rounds, args.steps, args.warmup)
@@ -106,7 +109,9 @@ def main(argv=None):
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(dict(torch=torch.__version__, cpu_threads=torch.get_num_threads(),
                                                       results=results), indent=2) + '\n')
-    record(measure('(a) xresnet50 at 1/16 width, CPU, bs 4, 32 px', thin_xresnet50, 32, 4, steps, warmup, rounds, cpu))
+    if not args.no_cpu:
+        record(measure('(a) xresnet50 at 1/16 width, CPU, bs 4, 32 px', thin_xresnet50, 32, 4, steps, warmup, rounds,
+                       cpu))
     if torch.cuda.is_available() and not args.smoke:
         gpu = torch.device('cuda')
         for size in map(int, args.gpu_sizes.split(',')):

@@ -81,17 +81,20 @@ def book_accuracy(recipe): # a recipe of the command line, e.g. 'progressive'
 
 # %% ../nbs/02_baseline.ipynb #daa68d40
 def epoch_seconds(seconds_per_epoch): # {image size in px: seconds}, a run's `seconds_per_epoch`
-    "Seconds per training epoch by image size, in words: '4.8 s at 128 px, 8.6 s at 224 px'; a ramp's first 'to' last"
-    spe = [f"{s:.1f} s at {px} px" for px, s in (seconds_per_epoch or {}).items()]
-    return ', '.join(spe) if len(spe) <= 2 else f"{spe[0]} to {spe[-1]}"
+    "Seconds per training epoch in words: by size ('4.8 s at 128 px, 8.6 s at 224 px'), or a ramp's range"
+    spe = seconds_per_epoch or {}
+    if len(spe) <= 2: return ', '.join(f"{s:.1f} s at {px} px" for px, s in spe.items())
+    # A ramp trains only an epoch or two at each size: too few to time the sizes apart (the committed run's first size
+    # came out slower than its last), so the range says what was measured
+    return f"{min(spe.values()):.1f} to {max(spe.values()):.1f} s across its {len(spe)} sizes"
 
 def _result_words(r):
     "One result of the GPU run in words: what was trained and how fast, or why it has no accuracy"
     if r['status'] != 'ok': return r['error']
-    sizes = '→'.join(map(str, r['sizes'])) if len(r['sizes']) <= 2 else f"{r['sizes'][0]}-{r['sizes'][-1]}"
-    presize = f" (presize {r['presize_px']} px)" if r.get('presize_px') else ''  # what it trained with, recorded since
+    sizes = f"{r['sizes'][0]}→{r['sizes'][-1]}" if len(r['sizes']) > 1 else r['sizes'][0]  # a ramp: its ends
+    presize = f", presize {r['presize_px']} px" if r.get('presize_px') else ''  # what it trained with, recorded since
     trained = f"{r['epochs']} epochs at {sizes} px{presize}; per epoch {epoch_seconds(r['seconds_per_epoch'])}"
-    if r['reused_training']: return f"on the model an earlier run trained ({trained}); {r['seconds']:.0f} s to measure"
+    if r['reused_training']: return f"{r['seconds']:.0f} s to measure, on the model an earlier run trained: {trained}"
     return f"{trained}; {r['seconds']:.0f} s in all"
 
 def run_name(r): # a run of `full_mode_run()['runs']`
@@ -107,7 +110,7 @@ def comparable_accuracy(r): # a result of the GPU run, from `full_mode_run()['ru
 def full_mode_lines(*recipes:str,       # recipes to show (default: every one the run has)
                     noise:int|None=0,   # only runs on this % of noisy labels (`None`: all)
                     split:str|None='official', # only runs on this split (`None`: all)
-                    with_presize:bool=False):  # also the runs given a presize (the GPU check's `Resize(460)` run)
+                    with_presize:bool=False):  # also runs given a presize (the GPU check's `presize=224` baseline)
     "The committed GPU run's results for `recipes` as printable lines, each result followed by the book's number if it has one"
     run = full_mode_run()
     if run is None: return ["No full-mode GPU run is committed yet: `make gpu-check` on a GPU makes one."]
@@ -115,14 +118,17 @@ def full_mode_lines(*recipes:str,       # recipes to show (default: every one th
     if unknown: raise ValueError(f"no recipe {', '.join(sorted(unknown))} in the GPU run: it has "
                                  f"{', '.join(dict.fromkeys(r['recipe'] for r in run['runs']))}")
     shared = f", {run['lanes']} runs at a time (seconds per epoch are shared time)" if run['lanes'] > 1 else ''
-    lines = [f"Full mode, one run on {run['device']}, {run['date']}, commit {run['commit']}{shared}:", f"  {run['data']}"]
+    fed = f", {run['data_path']} data path" if run.get('data_path') else ''  # 'fast': appendix 92a's, decoded once
+    lines = [f"Full mode, one run on {run['device']}, {run['date']}, commit {run['commit']}{fed}{shared}:",
+             f"  {run['data']}"]
     for r in run['runs']:
         if recipes and r['recipe'] not in recipes: continue
         if (noise is not None and r['noise'] != noise) or (split is not None and r['split'] != split): continue
         if r.get('presize') and not with_presize: continue
         acc = comparable_accuracy(r)
-        lines.append(f"  {run_name(r):26} {f'{acc:7.2%}' if acc is not None else '      -'}  {_result_words(r)}"
-                     + (f" (without TTA {r['accuracy']:.2%})" if r['recipe'] == 'tta' and acc is not None else ''))
+        without = f"without TTA {r['accuracy']:.2%}; " if r['recipe'] == 'tta' and acc is not None else ''
+        shown = f'{acc:7.2%}' if acc is not None else '      -'
+        lines.append(f"  {run_name(r):26} {shown}  {without}{_result_words(r)}")
         book = book_accuracy(r['recipe']) if not r['noise'] else None  # the split and presize runs each test a difference to it
         if book and acc is not None: lines.append(f"    {'the book':24} {book:7.2%}  {BOOK}")
     return lines

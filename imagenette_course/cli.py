@@ -1,4 +1,4 @@
-"""`imagenette-course run RECIPE` trains a chapter's recipe and records it; `imagenette-course report` shows the ledger.
+"""`imagenette-course run RECIPE ...` trains the chapters' recipes and records them; `imagenette-course report` shows the ledger.
 
 Docs: https://imagenette-course.github.io/imagenette_course/cli.html.md"""
 
@@ -6,10 +6,10 @@ Docs: https://imagenette-course.github.io/imagenette_course/cli.html.md"""
 
 # %% auto #0
 __all__ = ['RECIPE_NAMES', 'MODE_NAMES', 'DATASET_NAMES', 'NOISE_CHOICES', 'DATA_PATH_NAMES', 'SPLIT_NAMES', 'MIN_SIZE',
-           'whole_number', 'a_path', 'recipe_name', 'make_parser', 'plot_problem', 'argument_problem', 'report',
-           'save_whole', 'run', 'recorded_recipes', 'recipes_recorded_since', 'recipes_left', 'recorded_since',
-           'interrupted_message', 'left_behind', 'error_message', 'plain_warnings', 'sigterm_as_ctrl_c',
-           'stopped_by_signal', 'reader_gone', 'out_of_memory', 'out_of_memory_message', 'main']
+           'whole_number', 'a_path', 'recipe_name', 'make_parser', 'plot_problem', 'presize_problem',
+           'argument_problem', 'report', 'save_whole', 'run_names', 'run', 'recorded_recipes', 'recipes_recorded_since',
+           'recipes_left', 'recorded_since', 'interrupted_message', 'left_behind', 'error_message', 'plain_warnings',
+           'sigterm_as_ctrl_c', 'stopped_by_signal', 'reader_gone', 'out_of_memory', 'out_of_memory_message', 'main']
 
 # %% ../nbs/94_cli.ipynb #8a9f5283
 import argparse, difflib, os, shutil, signal, sys, threading, traceback, warnings
@@ -61,8 +61,10 @@ def make_parser():
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help=debug_help)
     sub = p.add_subparsers(dest='command', required=True, metavar='{run,report}')
-    run = sub.add_parser('run', parents=[debug], help="train a recipe and record the result in the ledger")
-    run.add_argument('recipe', type=recipe_name, choices=[*RECIPE_NAMES, 'all'], help="which chapter's recipe to train, or all of them in order")
+    run = sub.add_parser('run', parents=[debug], help="train recipes and record each result in the ledger")
+    run.add_argument('recipes', nargs='+', type=recipe_name, metavar='RECIPE',
+                     help=f"the recipes to train, in the order given and in one process (tta reuses progressive's "
+                          f"training): {', '.join(RECIPE_NAMES)}; or all, every one in chapter order")
     run.add_argument('--mode', choices=MODE_NAMES,
                      help="quick: small subset for a CPU; full: the book's settings. "
                           "Default: $IMAGENETTE_MODE, else full on a GPU and quick otherwise")
@@ -84,9 +86,10 @@ def make_parser():
     run.add_argument('--data-path', choices=DATA_PATH_NAMES,
                      help="fast: decode every image once and augment on the GPU (appendix 92a); book: the book's "
                           "loaders, decoding every epoch. Default: fast on a GPU, book otherwise")
-    run.add_argument('--ledger', type=a_path, metavar='FILE', help="results ledger (default: $IMAGENETTE_LEDGER or ~/.imagenette_course/ledger.jsonl)")
+    ledger_default = "(default: $IMAGENETTE_LEDGER, else ~/.imagenette_course/ledger.jsonl)"
+    run.add_argument('--ledger', type=a_path, metavar='FILE', help=f"results ledger to write {ledger_default}")
     rep = sub.add_parser('report', parents=[debug], help="compare the newest run of every recipe, as a table and optionally figures")
-    rep.add_argument('--ledger', type=a_path, metavar='FILE', help="results ledger to read")
+    rep.add_argument('--ledger', type=a_path, metavar='FILE', help=f"results ledger to read {ledger_default}")
     rep.add_argument('--plot', type=a_path, metavar='FILE', help="also save the comparison figures to FILE (e.g. results.png)")
     p.commands = dict(run=run, report=rep)  # each says its own problems, under its own usage line
     return p
@@ -109,9 +112,22 @@ def plot_problem(fname):
     return (f"--plot {fname}: {what} ({', '.join('.' + f for f in formats)}). Fix: a file name ending in one of "
             f"those, e.g. results.png")
 
+def presize_problem(presize, # --presize, or `None`
+                    size):    # the run's image size in px
+    "Why `presize` can't be the item resize of a run at `size` px (`None` if it can), in `run_recipe`'s words"
+    if presize and presize < size:  # the item resize is there to leave room for the batch crops
+        return (f"--presize {presize} is smaller than the run's image size, {size} px. "
+                f"Fix: --presize {size} or more, or leave it out")
+
 def argument_problem(args):
     "What argparse can't see is wrong with `args` (`None` if nothing), found before torch and fastai load"
     if args.command == 'report': return plot_problem(args.plot) if args.plot else None
+    if 'all' in args.recipes and len(args.recipes) > 1:
+        return "all is every recipe: name it alone, or the recipes without it"
+    if twice := sorted({r for r in args.recipes if args.recipes.count(r) > 1}):
+        return f"{', '.join(twice)} named more than once: a run trains and records each recipe once"
+    # without --size, the recipe's own size is known once the recipes load, with torch: `run` checks it then
+    if args.size and (problem := presize_problem(args.presize, args.size)): return problem
     if args.noise and args.split == 'random':
         return "--noise replaces training labels of the official split's train/ folder: leave out --split random"
     env_mode = os.environ.get('IMAGENETTE_MODE')
@@ -144,19 +160,29 @@ def save_whole(fig,   # a matplotlib figure
     finally:
         if os.path.exists(tmp): os.remove(tmp)
 
+def run_names(args): # the parsed command line of a run
+    "The recipes the run trains, in order"
+    return list(RECIPE_NAMES) if args.recipes == ['all'] else args.recipes
+
 def run(args):
-    "`imagenette-course run RECIPE|all`"
+    "`imagenette-course run RECIPE [RECIPE ...]|all`"
     import torch
     from imagenette_course.data import check_imagenette, get_mode, resolve_data_path
-    from imagenette_course.recipes import run_all, run_recipe
+    from imagenette_course.recipes import recipe_config, run_all, run_recipe
+    from imagenette_course.resume import RunError
+    # without --size, each recipe's own size in its mode: known now, before the data is found or downloaded
+    size = max(recipe_config(name, args.mode, size=args.size).size for name in run_names(args))
+    if problem := presize_problem(args.presize, size): raise RunError(problem)
     dataset = args.dataset or 'imagenette'
     data = str(check_imagenette(resolve_data_path(args.data, dataset), dataset))  # before anything slow
     if get_mode(args.mode) == 'full' and not torch.cuda.is_available():
         warnings.warn("full mode on a CPU takes hours; use --mode quick unless you mean it")
     settings = dict(path=data, dataset=args.dataset, noise=args.noise, split=args.split, epochs=args.epochs,
                     size=args.size, bs=args.bs, seed=args.seed, presize=args.presize)
-    if args.recipe == 'all': run_all(args.mode, args.ledger, args.data_path, **settings)
-    else: run_recipe(args.recipe, args.mode, args.ledger, args.data_path, **settings)
+    if len(run_names(args)) == 1: run_recipe(args.recipes[0], args.mode, args.ledger, args.data_path, **settings)
+    else:  # in one process: a recipe that trains as an earlier one did (tta, progressive's) reuses its training
+        names = None if args.recipes == ['all'] else args.recipes  # None: every one, in chapter order
+        run_all(args.mode, args.ledger, args.data_path, names=names, **settings)
 
 # %% ../nbs/94_cli.ipynb #faec38c0
 def recorded_recipes(ledger=None):
@@ -174,18 +200,18 @@ def recipes_recorded_since(args,   # the parsed command line of a run
 
 def recipes_left(args, # the parsed command line of a run
                  new):  # the recipes it recorded (`recipes_recorded_since`)
-    "The recipes `run all` had yet to record (none for a run of one recipe)"
-    return [r for r in RECIPE_NAMES if r not in new] if args.recipe == 'all' else []
+    "The recipes of the run that it had yet to record, in its order"
+    return [r for r in run_names(args) if r not in new]
 
 def recorded_since(args, # the parsed command line of a run
                    new):  # the recipes it recorded (`recipes_recorded_since`)
-    "The recipes a stopped run recorded, in words, and for `run all` how to skip them; `None` if it recorded none"
+    "The recipes a stopped run recorded, in words, and the command that runs only those left; `None` if none"
     from imagenette_course.ledger import ledger_path
     if not new: return None
-    left = recipes_left(args, new)
-    return (f"{', '.join(new)} finished and {'was' if len(new) == 1 else 'were'} recorded in {ledger_path(args.ledger)}" +
-            (f" (`run all` would train them again: to skip them, run the recipes left by name, with the same options: "
-             f"{', '.join(left)})" if left else ''))
+    left, (was, them) = recipes_left(args, new), ('was', 'it') if len(new) == 1 else ('were', 'them')
+    return (f"{', '.join(new)} finished and {was} recorded in {ledger_path(args.ledger)}" +
+            (f" (the same command would train {them} again: to skip {them}, use `run {' '.join(left)}` with the same "
+             f"options)" if left else ''))
 
 def interrupted_message(args,     # the parsed command line
                         before,   # the recipes the ledger held when the run started (`None`: unread)
@@ -202,8 +228,8 @@ def left_behind(args,     # the parsed command line of a run
     new = recipes_recorded_since(args, before)
     done = recorded_since(args, new) or f"nothing was written to {ledger_path(args.ledger)}"
     left = recipes_left(args, new)
-    # `run all` again would train the recorded recipes again before it got back to the interrupted one
-    again = f"`run {left[0]}` with the same options" if new and left else "the same command"
+    # the same command would train the recorded recipes again before it got back to the interrupted one
+    again = f"`run {' '.join(left)}` with the same options" if new and left else "the same command"
     if stopped is None: kept = ''  # stopped outside training: before it, or while the trained model was measured
     elif stopped.path.exists():
         kept = f"; its checkpoint {stopped.path} is kept: {again} resumes the interrupted training from it"
@@ -230,8 +256,10 @@ def sigterm_as_ctrl_c():
     received = []
     def interrupt(signum, frame):
         received.append(signum)
-        # the loader's workers may be dying of the same signal: torch's SIGCHLD handler would raise again, mid-message
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # the loader's workers may be dying of the same signal: torch's SIGCHLD handler would raise again, mid-message.
+        # A Python handler that does nothing, not SIG_DFL: a SIGCHLD already pending would find no Python handler, and
+        # Python prints that as a traceback ("Signal 17 ignored due to race condition")
+        signal.signal(signal.SIGCHLD, lambda *_: None)
         raise KeyboardInterrupt
     if threading.current_thread() is not threading.main_thread(): yield received; return  # only it handles signals
     old, old_child = signal.signal(signal.SIGTERM, interrupt), signal.getsignal(signal.SIGCHLD)
@@ -301,7 +329,7 @@ def main(argv=None):
         sys.exit(141)  # as a shell reports a process that SIGPIPE ended (128 + 13)
     except (DataError, LedgerError, RunError, OSError) as e:
         if debug: traceback.print_exc()
-        recorded = recorded_since(args, recipes_recorded_since(args, before))  # `run all` may have got that far
+        recorded = recorded_since(args, recipes_recorded_since(args, before))  # a run of several may have got that far
         after = f"\n{parser.prog}: before it, {recorded}" if recorded else ''
         parser.exit(2, f"{parser.prog}: error: {error_message(e)}{after}\n")
     except (KeyboardInterrupt, RuntimeError, MemoryError) as e:

@@ -99,8 +99,8 @@ def check_counts(**counts): # name=value of each number to check; `None` means n
 class RunConfig:
     "The settings of one run: the same cell is quick on a CPU and the book's run on a GPU"
     mode: str                  # 'quick' or 'full'
-    n_train: int|None          # training images per class (None: all of them)
-    n_valid: int|None          # validation images per class (None: all of them)
+    n_train: int|None          # training images per class (None: all of them); split 'random': see n_valid
+    n_valid: int|None          # validation images per class (None: all); 'random': n_train+n_valid split 80/20
     size: int = 224            # final image size, in px
     bs: int = 64               # batch size
     epochs: int = 5            # epochs to train (the book's 5; progressive resizing's come after its small stage)
@@ -125,11 +125,14 @@ class RunConfig:
     def __str__(self):
         per = lambda n: 'all' if n is None else f'{n}/class'
         data = self.dataset + (f" with {self.noise}% noisy training labels" if self.noise else '')
-        if self.split != 'official': data += f", {self.split} split"
+        if self.split == 'official': data += f", {per(self.n_train)} train, {per(self.n_valid)} valid images"
+        else:  # the counts are drawn together, then split at random: a class's share of each varies
+            both = None if None in (self.n_train, self.n_valid) else self.n_train + self.n_valid
+            data += f", {per(both)} images, random split 80/20"
         if self.presize: data += f", presize {self.presize} px"
         epochs = f"{self.epochs} epoch" + ('' if self.epochs == 1 else 's')
-        return (f"{self.mode} mode on {device_name()}: {data}, {per(self.n_train)} train, {per(self.n_valid)} valid "
-                f"images, {self.size} px, bs {self.bs}, {epochs}, lr {self.lr:g}, seed {self.seed}")
+        return (f"{self.mode} mode on {device_name()}: {data}, {self.size} px, bs {self.bs}, {epochs}, lr {self.lr:g}, "
+                f"seed {self.seed}")
 
 MODES = dict(quick=RunConfig('quick', n_train=20, n_valid=10, size=64, bs=16, epochs=3),  # 36 steps: enough to learn a little
              full =RunConfig('full',  n_train=None, n_valid=None, size=224, bs=64, epochs=5))
@@ -207,10 +210,11 @@ def check_imagenette(path,                 # the folder that should hold train/ 
         other, near = looks_like(path), nearby_dataset(path)
         if other not in (None, ds.name):  # every folder it lacks follows from that
             raise DataError(f"{path} holds {other}, not {ds.name}: its class folders are {other}'s. "
-                            f"Fix: pass --dataset {other} (dataset='{other}'), or point {ds.env} / --data at {ds.name}.")
-        hint = f"\n{near} holds train/ and val/: did you mean that folder?" if near else ''
-        raise DataError(f"{path} is not a complete {ds.name} folder:\n  " + "\n  ".join(problems) + hint +
-                        f"\nFix: re-extract {ds.name} there, or point {ds.env} / --data at a complete copy.")
+                            f"Fix: pass --dataset {other} on the command line (dataset='{other}' in Python), or point "
+                            f"{ds.env} / --data at {ds.name}.")
+        fix = (f"{near} holds train/ and val/: did you mean that folder?\nFix: --data {near} (or {ds.env}={near})"
+               if near else f"Fix: re-extract {ds.name} there, or point {ds.env} / --data at a complete copy.")
+        raise DataError(f"{path} is not a complete {ds.name} folder:\n  " + "\n  ".join(problems) + "\n" + fix)
     return path
 
 # %% ../nbs/01_data.ipynb #eb1df25d
@@ -218,7 +222,7 @@ def image_problem(fn):
     "Why `fn` can't be used as an image (`None` if it decodes fully)"
     try:
         with Image.open(fn) as im: im.load()
-    except Exception as e: return f"{type(e).__name__}: {e}"
+    except Exception as e: return f"{type(e).__name__}: {str(e).replace(f' {os.fspath(fn)!r}', '')}"  # named already
 
 def _file_key(fn):
     "What tells a file's content apart without reading it: path, size, modification time (`None` if it can't be read)"
@@ -229,8 +233,9 @@ def _file_key(fn):
 _CHECKED = {}  # `_file_key` -> `image_problem`: the files this process has decoded, and what it found
 
 def drop_unreadable(files,          # image files
-                    n_workers=None): # processes that decode them (default: fastcore's `parallel` default)
-    "`files` without the ones that don't decode (each decoded once while unchanged); warns with each bad path and why"
+                    n_workers=None, # processes that decode them (default: fastcore's `parallel` default)
+                    shown=5):       # bad files the warning names, with why; it counts the rest
+    "`files` without the ones that don't decode (each decoded once while unchanged); warns with the first bad paths"
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         warnings.warn("PIL's LOAD_TRUNCATED_IMAGES is on, so truncated JPEGs will not be detected")
     keys = [_file_key(f) for f in files]
@@ -241,8 +246,9 @@ def drop_unreadable(files,          # image files
     problems = [found[i] if i in found else _CHECKED[k] for i, k in enumerate(keys)]
     bad = [(f, p) for f, p in zip(files, problems) if p]
     if bad:
+        more = [f"and {len(bad) - shown} more"] if len(bad) > shown else []  # a damaged extraction has thousands
         warnings.warn(f"Skipping {len(bad)} unreadable image file(s); delete or replace them to silence this:\n  " +
-                      "\n  ".join(f"{f} ({p})" for f, p in bad))
+                      "\n  ".join([f"{f} ({p})" for f, p in bad[:shown]] + more))
     return [f for f, p in zip(files, problems) if not p]
 
 # %% ../nbs/01_data.ipynb #054e46e8
@@ -350,8 +356,8 @@ def get_dls(bs:int=64,               # batch size
             size:int=224,            # final image size in px, after the batch augmentation
             normalize:bool=True,     # end with `Normalize.from_stats(*imagenet_stats)` (chapter 3)
             path=None,               # the dataset's folder; default: `resolve_data_path(dataset=dataset)`
-            n_train:int|None=None,   # training images per class (None: all)
-            n_valid:int|None=None,   # validation images per class (None: all)
+            n_train:int|None=None,   # training images per class (None: all); split='random': see n_valid
+            n_valid:int|None=None,   # validation images per class (None: all); 'random' splits n_train+n_valid 80/20
             split:str='official',    # 'official': `val/` validates; 'random': an 80/20 random split, as the book's (seeded)
             seed:int=42,             # chooses the subset and the random split; with `bs` and `size`, seeds the loaders
             presize:int|None=None,   # size of the item resize before augmentation (default: `default_presize`)

@@ -7,11 +7,11 @@ Docs: https://imagenette-course.github.io/imagenette_course/recipes.html.md"""
 # %% auto #0
 __all__ = ['RECIPES', 'DATA_PATHS', 'Recipe', 'tta_comparison', 'with_tta', 'recipe_names', 'recipe_config', 'writable_folder',
            'check_ledger', 'check_run_folders', 'data_path_callbacks', 'training_key', 'trained', 'presize',
-           'sizes_trained', 'save_record', 'spare_copy', 'finished_record', 'measured', 'run_recipe', 'recorded_run',
-           'run_all']
+           'sizes_trained', 'save_record', 'spare_copy', 'finished_record', 'measured', 'run_settings',
+           'other_checkpoints', 'run_recipe', 'recorded_run', 'run_all']
 
 # %% ../nbs/93_recipes.ipynb #ba19310d
-import json, os, tempfile, time
+import json, os, shlex, tempfile, time
 from collections import OrderedDict
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
@@ -29,7 +29,8 @@ from .tta import compare_tta, fastai_tta
 from .mixup import mixup
 from .label_smoothing import label_smoothing
 from .sota import SOTA_SETTINGS, sota
-from .ledger import RunRecord, append_record, comparison_table, ledger_path, ledger_problem, read_ledger
+from .ledger import (
+    LedgerError, RunRecord, append_record, comparison_table, ledger_path, ledger_problem, read_ledger)
 from imagenette_course.resume import (
     Checkpoint, RunError, check_every_fit_ran, checkpoint_dir, default_callbacks, naming_its_run, resumable, run_key,
     training_alone)
@@ -46,7 +47,8 @@ class Recipe:
     evaluate: callable = None  # `learn -> dict` of results beyond the accuracy, e.g. with TTA
 
 def tta_comparison(learn):
-    "Chapter 5's measurements on `learn`: centre crop against fastai's, the from-scratch and the flip-only TTA"
+    """Chapter 5's measurements on `learn`: the centre crop against fastai's, the from-scratch and the flip-only TTA,
+    and against the one view at the training crops' scale"""
     ways = compare_tta(learn)
     return dict(accuracy_tta=ways['fastai learn.tta']['accuracy'], tta=ways)
 
@@ -96,7 +98,8 @@ def check_ledger(path=None):
     if path.is_dir(): raise RunError(f"the ledger {path} is a folder. Fix: {fix}")
     # a broken line is `report`'s to name, not a reason to stop; a file with no record at all is another file
     if path.exists() and (problem := ledger_problem(path)): raise RunError(f"{problem}. Fix: {fix}, or move that file away")
-    writable_folder(path.parent, f"the ledger {path.name}", fix)
+    real = path.resolve()  # a symlinked ledger: `append_record` writes beside the file it points to
+    writable_folder(real.parent, f"the ledger {real.name}", fix)
     return path
 
 def check_run_folders(ledger=None):
@@ -105,7 +108,7 @@ def check_run_folders(ledger=None):
     writable_folder(checkpoint_dir(), "checkpoints", "IMAGENETTE_CHECKPOINTS naming a folder you can write to")
 
 # %% ../nbs/93_recipes.ipynb #158a4fd7
-_TRAINED = OrderedDict()  # training key -> (learner, checkpoint, seconds of training)
+_TRAINED = OrderedDict()  # training key -> (learner, checkpoint, seconds of training, recipe that trained it)
 
 DATA_PATHS = ('fast', 'book')
 
@@ -124,20 +127,22 @@ def training_key(recipe,     # a `Recipe`
     # N data-parallel processes train on N × bs images a step (appendix 92): another run, not one to resume on one process
     return key + (f"-{num_distrib()}procs" if num_distrib() > 1 else '')
 
-def trained(recipe,          # a `Recipe`
+def trained(name,            # a recipe of `RECIPES`
             cfg,             # its `RunConfig`
             data_path=None): # 'fast' or 'book' (default: `data_path_callbacks`'s)
-    "(learner, checkpoint, seconds of training, reused?) for `recipe` on `cfg`: reused from this process if it was trained here"
+    """(learner, checkpoint, seconds of training, the recipe that trained it) for recipe `name` on `cfg`: that of an
+    earlier recipe if this process trained it already"""
+    recipe = RECIPES[name]
     data_path, data_cbs = data_path_callbacks(data_path)
     key = training_key(recipe, cfg, data_path)
-    if key in _TRAINED: return (*_TRAINED[key], True)
+    if key in _TRAINED: return _TRAINED[key]
     ck, start = Checkpoint(checkpoint_dir()/f"{key}.pt"), time.perf_counter()
     add, remove = speed_ups()
     with resumable(ck), default_callbacks([*add, *data_cbs], remove): learn = recipe.train(cfg)
     check_every_fit_ran(ck)  # a checkpoint of more fits than this program made is another program's
-    _TRAINED[key] = learn, ck, ck.elapsed_before + time.perf_counter() - start
+    _TRAINED[key] = learn, ck, ck.elapsed_before + time.perf_counter() - start, name
     while len(_TRAINED) > 2: _TRAINED.popitem(last=False)
-    return (*_TRAINED[key], False)
+    return _TRAINED[key]
 
 def presize(dls):
     "The size of the item resize (presizing) of `dls`, in px"
@@ -148,23 +153,30 @@ def sizes_trained(epochs):
     return [s for i, (s, _) in enumerate(epochs) if i == 0 or s != epochs[i - 1][0]]
 
 # %% ../nbs/93_recipes.ipynb #57ce91a8
-def save_record(record,       # a `RunRecord`
-                ledger=None):  # the ledger file (default: `ledger_path()`)
-    "Append `record` to the ledger; if that fails, save it in a file of its own and raise `RunError` saying where"
+def save_record(record,          # a `RunRecord`
+                ledger=None,     # the ledger file (default: `ledger_path()`)
+                checkpoint=None): # the run's checkpoint file: where it is there, a rerun records `record` from it
+    "Append `record` to the ledger; if that fails, save it in a file of its own and raise `RunError` saying what to do"
     try: return append_record(record, ledger)
-    except OSError as e:
-        spare, line = spare_copy(record, ledger), json.dumps(asdict(record))
-        kept = (f"It is saved in {spare}. Fix: make the ledger writable, then append that file's line to it "
-                f"(`cat {spare} >> LEDGER`)." if spare else
-                f"No folder took a copy either; here is its ledger line, to append by hand once the disk allows:\n{line}")
-        raise RunError(f"the result could not be added to the ledger {ledger_path(ledger)} ({e.strerror or e}):\n"
-                       f"{record}\n{kept}") from None
+    except (OSError, LedgerError) as e:  # LedgerError: the file was replaced by one that is no ledger meanwhile
+        path, spare = ledger_path(ledger), spare_copy(record, ledger)
+        why, mend = ((e.strerror or e, 'make the ledger writable') if isinstance(e, OSError) else
+                     (ledger_problem(path), 'put the results ledger back in its place'))
+        fix = (f"The run's checkpoint {checkpoint} is kept. Fix: {mend}, then run recipe "
+               f"{record.recipe} again with the same options: it records this result without training. Or "
+               if checkpoint is not None and Path(checkpoint).exists() else f"Fix: {mend}, then ")
+        fix += (f"append the line saved in {spare} to the ledger (`cat {shlex.quote(spare)} >> "
+                f"{shlex.quote(str(path))}`)." if spare else
+                f"append this line to the ledger (no folder took a copy of it):\n{json.dumps(asdict(record))}")
+        raise RunError(f"the result could not be added to the ledger {path} ({why}):\n{record}\n"
+                       f"{fix}") from None
 
 def spare_copy(record,      # a `RunRecord` the ledger didn't take
                ledger=None): # the ledger file (default: `ledger_path()`)
     "`record`'s ledger line in a new file: beside the ledger, else in `~/.imagenette_course`, else the temp folder; its path"
     # the temp folder last: a reboot may empty it
-    for folder in (ledger_path(ledger).parent, Path.home()/'.imagenette_course', Path(tempfile.gettempdir())):
+    # a symlinked ledger: beside the file it points to, which `append_record` writes
+    for folder in (ledger_path(ledger).resolve().parent, Path.home()/'.imagenette_course', Path(tempfile.gettempdir())):
         try:
             folder.mkdir(parents=True, exist_ok=True)
             fd, spare = tempfile.mkstemp(dir=folder, prefix=f'imagenette-course-{record.recipe}-', suffix='.json')
@@ -178,18 +190,19 @@ def finished_record(name,         # the recipe
                     checkpoint,   # the `Checkpoint` found for its run
                     ledger=None): # the ledger file (default: `ledger_path()`)
     "The ledger record of recipe `name` from the run `checkpoint` belongs to, if that run got as far as recording"
-    found = [r for r in read_ledger(ledger) if r['recipe'] == name and r.get('extra', {}).get('run_id') == checkpoint.state['uid']]
-    return RunRecord(**found[-1]) if found else None
+    found = [r for r in read_ledger(ledger)
+             if r['recipe'] == name and r.get('extra', {}).get('run_id') == checkpoint.state['uid']]
+    # only a `RunRecord`'s fields: `read_ledger` accepts a line with more (a note added by hand, a newer course's)
+    return RunRecord(**{k: v for k, v in found[-1].items() if k in RunRecord.__dataclass_fields__}) if found else None
 
 # %% ../nbs/93_recipes.ipynb #df1d3354
 def measured(recipe, # a `Recipe`
              learn,  # the `Learner` its training returned
-             ck,     # the training's `Checkpoint`
-             reused): # whether the training was an earlier recipe's, in this process
+             ck):    # the training's `Checkpoint`
     "(accuracy, extra results) of the trained `learn`: validated at its final size, then `recipe.evaluate`'s results"
     acc = float(learn.validate()[1])  # on the validation set of the final size, by the finished model
     extra = dict(seconds_per_epoch=seconds_per_epoch(ck.state['epochs']), presize=presize(learn.dls),
-                 run_id=ck.state['uid'], reused_training=reused,
+                 run_id=ck.state['uid'],
                  # the one the last fit used: where the images don't fit, the fast path's fit keeps the book's loaders
                  data_path='fast' if isinstance(learn.dls.train, StoreDL) else 'book',
                  # data-parallel: each process's batch is `bs`, so a step trains on `processes` × `bs` images
@@ -197,64 +210,96 @@ def measured(recipe, # a `Recipe`
     if recipe.evaluate: extra.update(recipe.evaluate(learn))
     return acc, extra
 
-def run_recipe(name,            # a recipe of `RECIPES`
-               mode=None,       # 'quick' or 'full' (default: `get_mode()`)
-               ledger=None,     # the ledger file (default: `ledger_path()`)
-               data_path=None,  # 'fast' (appendix 92a) or 'book'; default: 'fast' on a GPU, else 'book'
-               **overrides):    # settings of `run_config`, e.g. `epochs=1`
-    "Run recipe `name` in `mode` with `overrides` and record it in the ledger; returns the `RunRecord`, with `.learn`"
-    recipe, cfg, main = RECIPES.get(name), recipe_config(name, mode, **overrides), not rank_distrib()
+def run_settings(name,           # a recipe of `RECIPES`
+                 mode=None,      # 'quick' or 'full' (default: `get_mode()`)
+                 data_path=None, # 'fast' or 'book' (default: `data_path_callbacks`'s)
+                 **overrides):   # settings of `run_config`
+    "(`RunConfig` on the data's own folder, data path, checkpoint file) of recipe `name`: what its training is"
+    cfg = recipe_config(name, mode, **overrides)
     if cfg.presize and cfg.presize < cfg.size:  # the item resize is there to leave room for the batch crops
         raise RunError(f"--presize {cfg.presize} is smaller than the run's image size, {cfg.size} px. "
                        f"Fix: --presize {cfg.size} or more, or leave it out")
-    if main: check_run_folders(ledger)
-    if main: print(f"{name}: {cfg}", flush=True)
     # the folder itself, however it was named: a checkpoint resumes only on the data it was trained on
     cfg = replace(cfg, path=str(resolve_data_path(cfg.path, cfg.dataset)))
-    set_seed(cfg.seed)  # not reproducible=True: cuDNN's deterministic algorithms are slower (appendix 92)
     data_path = data_path_callbacks(data_path)[0]
-    path = checkpoint_dir()/f"{training_key(recipe, cfg, data_path)}.pt"
+    return cfg, data_path, checkpoint_dir()/f"{training_key(RECIPES[name], cfg, data_path)}.pt"
+
+def other_checkpoints(name, # a recipe of `RECIPES`
+                      path): # its run's checkpoint file
+    "The names of the checkpoints beside `path` of the same training function as recipe `name`, with other settings"
+    return sorted(p.name for p in path.parent.glob(f"{RECIPES[name].train.__name__}-*.pt") if p != path)
+
+def run_recipe(name,                  # a recipe of `RECIPES`
+               mode=None,             # 'quick' or 'full' (default: `get_mode()`)
+               ledger=None,           # the ledger file (default: `ledger_path()`)
+               data_path=None,        # 'fast' (appendix 92a) or 'book'; default: 'fast' on a GPU, else 'book'
+               keep_checkpoint=False, # keep the checkpoint once recorded: a recipe still to run shares the training
+               **overrides):          # settings of `run_config`, e.g. `epochs=1`
+    """Run recipe `name` in `mode` with `overrides` and record it in the ledger; the `RunRecord`, with the trained
+    `Learner` as `.learn` (`None` when the run had already finished and been recorded: no model is loaded then)"""
+    cfg, data_path, path = run_settings(name, mode, data_path, **overrides)
+    if not rank_distrib():
+        check_run_folders(ledger)
+        print(f"{name}: {cfg}", flush=True)
+        if others := other_checkpoints(name, path):
+            print(f"{name}: other checkpoints of `{RECIPES[name].train.__name__}` in {path.parent}, of runs with other "
+                  f"settings, are kept to resume each with its own options (delete those you won't resume): "
+                  f"{', '.join(others)}", flush=True)
+    set_seed(cfg.seed)  # not reproducible=True: cuDNN's deterministic algorithms are slower (appendix 92)
     # one process at a time on a run, from reading its checkpoint to removing it: a second would train it again, or
     # resume one that the first has just finished
-    with training_alone(path): return recorded_run(name, recipe, cfg, path, data_path, ledger)
+    with training_alone(path): return recorded_run(name, cfg, path, data_path, ledger, keep_checkpoint)
 
-def recorded_run(name,      # a recipe of `RECIPES`
-                 recipe,    # its `Recipe`
-                 cfg,       # its `RunConfig`, with the data's own folder
-                 path,      # its checkpoint file
-                 data_path, # 'fast' or 'book'
-                 ledger):   # the ledger file (`None`: `ledger_path()`)
+def recorded_run(name,                   # a recipe of `RECIPES`
+                 cfg,                    # its `RunConfig`, with the data's own folder
+                 path,                   # its checkpoint file
+                 data_path,              # 'fast' or 'book'
+                 ledger,                 # the ledger file (`None`: `ledger_path()`)
+                 keep_checkpoint=False): # keep the checkpoint once recorded, for a recipe still to run
     "`run_recipe`'s run, resumed from its checkpoint at `path` if it has one, measured and recorded; the `RunRecord`"
-    ck, main = Checkpoint(path), not rank_distrib()
+    recipe, ck, main = RECIPES[name], Checkpoint(path), not rank_distrib()
     if ck.resumed and (done := finished_record(name, ck, ledger)):
-        wait_for_every_process()  # under torchrun: every process has read the checkpoint before the main one removes it
-        ck.remove()
+        if not keep_checkpoint:
+            wait_for_every_process()  # under torchrun: every process has read the checkpoint before the main removes it
+            ck.remove()
         if main: print(f"{name}: this run had already finished and was recorded:\n{done}", flush=True)
+        done.learn = None  # nothing was trained or loaded
         return done
-    learn, ck, train_s, reused = trained(recipe, cfg, data_path)
-    if reused and main: print(f"{name}: measuring the model trained earlier in this run by `{recipe.train.__name__}` "
+    learn, ck, train_s, trained_by = trained(name, cfg, data_path)
+    reused = trained_by != name
+    if reused and main: print(f"{name}: measuring the model trained earlier in this run by recipe {trained_by} "
                               f"with the same settings", flush=True)
     start = time.perf_counter()
-    with naming_its_run(ck): acc, extra = measured(recipe, learn, ck, reused)  # stopped here, the training is kept
+    with naming_its_run(ck): acc, extra = measured(recipe, learn, ck)  # stopped here, the training is kept
+    measure_s = time.perf_counter() - start
+    # the wall time is what this recipe costs run alone; with the parts, and the recipe whose training it measured
+    extra.update(train_s=round(train_s, 1), measure_s=round(measure_s, 1), reused_training=reused,
+                 **({'trained_by': trained_by} if reused else {}))
     dls = learn.dls
-    record = RunRecord(name, cfg.mode, device_name(), len(dls.train_ds), len(dls.valid_ds), sizes_trained(ck.state['epochs']),
-                       len(ck.state['epochs']), acc, round(train_s + time.perf_counter() - start, 1), cfg.seed, cfg.bs,
-                       cfg.lr, asdict(cfg), extra)
+    record = RunRecord(name, cfg.mode, device_name(), len(dls.train_ds), len(dls.valid_ds),
+                       sizes_trained(ck.state['epochs']), len(ck.state['epochs']), acc, round(train_s + measure_s, 1),
+                       cfg.seed, cfg.bs, cfg.lr, asdict(cfg), extra)
     if main:
-        save_record(record, ledger)
+        save_record(record, ledger, ck.path)
         print(record, flush=True)
-    ck.remove()
+    if not keep_checkpoint: ck.remove()
     record.learn = learn  # for a closer look; not part of the ledger record
     return record
 
 def run_all(mode=None,       # 'quick' or 'full' (default: `get_mode()`)
             ledger=None,     # the ledger file (default: `ledger_path()`)
             data_path=None,  # 'fast' (appendix 92a) or 'book'; default: 'fast' on a GPU, else 'book'
+            names=None,      # the recipes to run, in order (default: every one, in chapter order)
             **overrides):    # settings of `run_config` for every recipe
-    "Run every recipe in chapter order, then print the comparison of what the ledger holds"
-    start, names = time.perf_counter(), recipe_names()
-    for i, name in enumerate(names, 1):
-        print(f"\n=== run all: recipe {i} of {len(names)}: {name}, {time.perf_counter() - start:.0f} s so far ===", flush=True)
-        run_recipe(name, mode, ledger, data_path, **overrides)
-    print(f"\n=== run all: {len(names)} recipes in {time.perf_counter() - start:.0f} s ===\n")
+    "Run the recipes `names` one after the other, then print the comparison of what the ledger holds"
+    names = recipe_names() if names is None else list(names)
+    # each name checked before anything trains; a recipe keeps its checkpoint while one still to run shares its
+    # training (chapter 5's TTA measures chapter 4's model): a stop while that one measures loses no training
+    paths = [run_settings(name, mode, data_path, **overrides)[2] for name in names]
+    start, command = time.perf_counter(), f"run {'all' if names == recipe_names() else ' '.join(names)}"
+    for i, name in enumerate(names):
+        so_far = time.perf_counter() - start
+        print(f"\n=== {command}: recipe {i + 1} of {len(names)}: {name}, {so_far:.0f} s so far ===", flush=True)
+        run_recipe(name, mode, ledger, data_path, keep_checkpoint=paths[i] in paths[i + 1:], **overrides)
+    print(f"\n=== {command}: {len(names)} recipes in {time.perf_counter() - start:.0f} s ===\n")
     print(comparison_table(read_ledger(ledger), order=names))

@@ -118,7 +118,7 @@ def compare_tta(learn,     # a trained `Learner`
             'flip only': lambda: flip_tta(learn, dl),
             'training-scale crop': lambda: predictions(learn.model, at_training_scale(dl))}
     results = {}
-    # `learn.tta` runs as a fit, where the command line turns cuDNN's autotuning on (appendix 92): so do all the ways
+    # every way alike: `fastai_tta` is no real fit, so appendix 92's `CudnnAutotune` leaves the setting as it finds it
     with learner_precision(learn), cudnn_autotuned():
         predictions(learn.model, dl)  # untimed: it starts the loader's workers, and on a GPU tunes cuDNN to the shapes
         for name, predict in ways.items():

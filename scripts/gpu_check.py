@@ -18,6 +18,8 @@ themselves), when the data folder has its noisy-label CSV. Without progress bars
 every batch, for a log nobody watches. A run that would not finish within the time budget, at the speed of the runs
 before it, is skipped. With --lanes N, N processes share the GPU, each with its log, summary and ledger in
 OUT/lanes/lane-I. summary.json is rewritten after every run, so a run that is killed still leaves what it finished.
+Stopped by a signal, it takes up to STOP_S (20 s) to end its lanes and mark the runs they cut: under `timeout`, give it
+`-k 20` or more.
 """
 import argparse, gc, json, shutil, signal, subprocess, sys, time, traceback
 from datetime import datetime, timezone
@@ -242,16 +244,36 @@ def merge_lanes(out, header, order, lanes, elapsed):
 
 NOT_YET = "not finished when this summary was written"
 
+# Stopped by a signal, the check gives its lanes LANE_GRACE_S to end their recipes on it (`timeout` signals the whole
+# process group, lanes too), then signals those still running itself (a plain `kill` reaches only the check), and
+# kills any still running LANE_KILL_S later: a second signal too soon would cut short a lane's clean-up. It then marks
+# the cut runs in the summary, so a `timeout` must give it STOP_S before its SIGKILL (`timeout -k STOP_S`).
+LANE_GRACE_S, LANE_KILL_S = 10, 3
+STOP_S = LANE_GRACE_S + LANE_KILL_S + 7  # 7 s: merging the lanes' summaries, and margin
+
+
+def running_after(procs, seconds):
+    "The processes of `procs` still running after waiting at most `seconds` in all for them to end"
+    end = time.monotonic() + seconds
+    for p in procs:
+        try: p.wait(max(0, end - time.monotonic()))
+        except subprocess.TimeoutExpired: pass
+    return [p for p in procs if p.poll() is None]
+
+
+def stop_lanes(procs, grace=LANE_GRACE_S, kill_after=LANE_KILL_S):
+    "End the lane processes `procs`: `grace` s to end on the signal that stopped the check, then SIGTERM, then SIGKILL"
+    for p in running_after(procs, grace): p.terminate()
+    for p in running_after(procs, kill_after): p.kill(); p.wait()
+
 
 def run_lanes(argv, args, out, header, order):
     "Run the check as `args.lanes` processes sharing the GPU, each with its share of `order` and its own log and summary"
     start, lanes = time.perf_counter(), lanes_of(order, args.lanes)
     procs, started_at = [], time.time()
     def stopped(signum, frame):  # stopped by `timeout` (or a `kill`): stop the lanes, then say which runs were cut short
-        for p in procs: p.terminate()  # a plain `kill` reaches only this process: its lanes would go on training
-        for p in procs:
-            try: p.wait(15)  # each ends its recipe as a SIGTERM does (appendix 94); the runs it cut are marked below
-            except subprocess.TimeoutExpired: p.kill(); p.wait()
+        signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut this handler short
+        stop_lanes(procs)  # each ends its recipe as a SIGTERM does (appendix 94); the runs it cut are marked below
         summary = merge_lanes(out, header, order, args.lanes, time.perf_counter() - start)
         for r in summary['results']:
             if r['status'] == 'running': r.update(status='cut', error=f"stopped by signal {signum} (the command's time "

@@ -14,11 +14,14 @@ import argparse, re, subprocess, sys
 from importlib import metadata
 from pathlib import Path
 
-# Installed on the lent machines' image (their package list, 2026-11), so not carried. spacy: fastai.text only.
+# Installed on the lent machines' image (their package list, 2026-11), so not carried
 PROVIDED = set("""accelerate anyio certifi charset-normalizer click cloudpickle filelock fsspec h11 hf-xet httpcore httpx
 huggingface-hub idna jinja2 markdown-it-py markupsafe matplotlib mdurl numpy packaging pandas psutil pygments
-python-dateutil pyyaml requests rich safetensors scikit-learn scipy six sniffio spacy threadpoolctl torch torchvision
-tqdm typing-extensions urllib3 uvloop""".split())
+python-dateutil pyyaml requests rich safetensors scikit-learn scipy six threadpoolctl torch torchvision tqdm
+typing-extensions urllib3 uvloop""".split())
+# Not on the image, and not needed there either, so not carried: spacy, which fastai requires for fastai.text alone
+# (the course never imports it); sniffio, which anyio and httpcore import only if it is installed
+NOT_NEEDED = {'spacy', 'sniffio'}
 ALWAYS = ['pillow']  # for AVIF, whatever the image's version
 PLATFORMS = ['manylinux_2_28_x86_64', 'manylinux_2_27_x86_64', 'manylinux_2_17_x86_64', 'manylinux2014_x86_64']
 
@@ -34,11 +37,11 @@ def requirements(dist):
 
 
 def needed(root='imagenette_course'):
-    "{name: version} of everything `root` (carried as source) requires in this environment, minus `PROVIDED`, plus `ALWAYS`"
+    "{name: version} of what `root` (carried as source) requires here, less `PROVIDED` and `NOT_NEEDED`, plus `ALWAYS`"
     found, todo = {}, [*requirements(metadata.distribution(root)), *ALWAYS]
     while todo:
         name = norm(todo.pop())
-        if name in found or (name in PROVIDED and name not in ALWAYS): continue
+        if name in found or (name in PROVIDED | NOT_NEEDED and name not in ALWAYS): continue
         try: dist = metadata.distribution(name)
         except metadata.PackageNotFoundError: continue  # a requirement for another platform (its marker excluded it here)
         found[name] = dist.version

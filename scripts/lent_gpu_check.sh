@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The full-mode check on a lent GPU machine (no internet, no fastai, 64 MiB of working tree), run there from the
 # repository root with .whl (`make gpu-wheels`) and build/gpu_data (`make gpu-data`) carried:
-#     bash scripts/lent_gpu_check.sh "$OUT/gpu" COMMIT      # COMMIT: the commit being run (the copy there has no .git)
+#     bash scripts/lent_gpu_check.sh "$OUT/gpu" COMMIT [DEADLINE]   # COMMIT: the commit being run (no .git there)
+# DEADLINE (or $LENT_DEADLINE_S): seconds this script may take, default 585, the 600 s of a call's timeout_s less 15
+# for the archive at the end. A call's limit can be less (less device time left): pass that limit less 15, as on a
+# rerun with `timeout_s=300`: bash scripts/lent_gpu_check.sh "$OUT/gpu" COMMIT 285.
 # Writes to $1 the ledger, summary.json, data_path.json (bench/gpu_data_path.py), optimizer_step.json
 # (bench/optimizer_step.py), gpu.txt, log.txt and lanes.tgz (each lane's log, summary and ledger): 7 files, as at most
 # 8 come back from the machine, none deeper than $OUT/a/b/. Copy them to results/gpu/, commit them, and run
@@ -13,7 +16,11 @@ mkdir -p "$out"
 # The lanes' folders as one archive (none deeper than $OUT/a/b/ comes back), if the check got to make them
 archive_lanes() { if [[ -d $out/lanes ]]; then tar czf "$out/lanes.tgz" -C "$out" lanes && rm -rf "$out/lanes"; fi; }
 # Whatever ends the script: the archive, nothing else beside the results, and the command's wall time
-trap '{ archive_lanes || true; rm -rf "$out"/*.lock "$out"/*.tmp; ls -l "$out"; echo "=== lent_gpu_check.sh: ${SECONDS} s in all" | tee -a "$out/log.txt"; }' EXIT
+finish() {
+  archive_lanes || true; rm -rf "$out"/*.lock "$out"/*.tmp; ls -l "$out"
+  echo "=== lent_gpu_check.sh: ${SECONDS} s in all" | tee -a "$out/log.txt"
+}
+trap finish EXIT
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 # A wheel the image lacks stops the call here, in seconds, not after unpacking the data
@@ -23,27 +30,48 @@ export IMAGENETTE_CHECKPOINTS=$(mktemp -d)
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 rm -rf /tmp/imagenette  # a rerun on the same machine unpacks again
 python3 scripts/unpack_gpu_data.py build/gpu_data /tmp/imagenette 2>&1 | tee -a "$out/log.txt"
-# All inside one call's 10 minutes (600 s), so that what finished comes back; each step's time limit is what is left
-# of them (`left`), less what the steps after it need. Wheels and unpacking take ~20 s. Then the CUDA code paths at
+# All inside the call's limit (`deadline`), so that what finished comes back; each step's time limit is what is left
+# of it (`left`), less what the steps after it need. Wheels and unpacking take ~20 s. Then the CUDA code paths at
 # tiny sizes, in two lanes as the check runs them (chapter 5's recipe: progressive resizing and TTA; mixup; sota:
-# the size schedule, label smoothing), which stops the call within 90 s if they are broken, leaving the device time
-# to fix and rerun. Then the recipes (at most 370 s; none starts that would not end 40 s before its limit), the
-# data-path benchmark (80 s at most), and the optimizer step benchmark (40 s) if there is time. `-k`: a step that
-# ignores the SIGTERM is killed soon after; `|| step`: a failed or cut step still leaves the next its time.
-deadline=585  # s: the call's 600, less the trap's archive
+# the size schedule, label smoothing), which stops the call within 90 s if none of them works there, leaving the device
+# time to fix and rerun; one broken recipe, or a smoke cut by its 90 s (a slow start, not broken code), does not: the
+# check isolates a broken recipe. Then the recipes (at most 370 s; none starts that would not end 40 s before its
+# limit), the data-path benchmark (80 s at most, 224 px first, the size full mode trains at), and the GPU part of the
+# optimizer step benchmark (40 s) if there is time. `-k`: a step that ignores the SIGTERM is killed soon after; the
+# check's is `stop_s`, the time it takes to end its lanes and mark the runs they cut (gpu_check.py's STOP_S); `|| step`:
+# a failed or cut step still leaves the next its time.
+deadline=${3:-${LENT_DEADLINE_S:-585}}  # s: the call's limit, less the trap's archive
 left() { echo $(( deadline - SECONDS )); }
 step() { echo "=== $1: exit status $2" | tee -a "$out/log.txt"; }
 smoke=$(mktemp -d)
+# A failed smoke: the end of each lane's log (its traceback) into log.txt, as the smoke's folder does not come back;
+# succeeds (carry on) if the smoke was cut by its time limit or any of its runs came back ok
+smoke_failed() {
+  step smoke "$1"
+  for log in "$smoke"/lanes/lane-*/log.txt; do
+    if [[ -f $log ]]; then echo "=== smoke ${log#"$smoke"/}, its last 100 lines:"; tail -n 100 "$log"; fi
+  done >> "$out/log.txt"
+  (( $1 == 124 || $1 == 137 )) && return 0
+  python3 -c 'import json, sys; sys.exit(all(r["status"] != "ok" for r in json.load(open(sys.argv[1]))["results"]))' \
+    "$smoke/summary.json" 2>/dev/null
+}
 timeout -k 5 90 python3 scripts/gpu_check.py /tmp/imagenette --out "$smoke" --smoke --lanes 2 --recipes tta,mixup,sota \
-  --commit "$commit" 2>&1 | tee -a "$out/log.txt" || { step smoke $?; exit 1; }
-check_s=$(( $(left) - 100 )); (( check_s > 370 )) && check_s=370  # 100 s: the data-path benchmark and the archive
+  --commit "$commit" 2>&1 | tee -a "$out/log.txt" || smoke_failed $? ||
+  { echo "=== no smoke run came back ok: stopping" | tee -a "$out/log.txt"; exit 1; }
+stop_s=20
+check_s=$(( $(left) - 80 - stop_s )); (( check_s > 370 )) && check_s=370  # 80 s: the data-path benchmark
+(( check_s > 0 )) || check_s=1  # `timeout 0` would be no limit at all
 budget_min=$(python3 -c "print(round(($check_s - 40) / 60, 2))")
-timeout -k 15 "$check_s" python3 scripts/gpu_check.py /tmp/imagenette --out "$out" --budget-min "$budget_min" --lanes 3 \
-  --commit "$commit" 2>&1 | tee -a "$out/log.txt" || step gpu_check $?
+timeout -k "$stop_s" "$check_s" python3 scripts/gpu_check.py /tmp/imagenette --out "$out" --budget-min "$budget_min" \
+  --lanes 3 --commit "$commit" 2>&1 | tee -a "$out/log.txt" || step gpu_check $?
 archive_lanes  # now: the call may yet be cut
 bench_s=$(( $(left) - 5 )); (( bench_s > 80 )) && bench_s=80
-# two rounds of fewer steps than its default: 4 paths at 2 sizes, each round, within its 80 s
-timeout -k 5 "$bench_s" python3 bench/gpu_data_path.py /tmp/imagenette --rounds 2 --steps 30 --out "$out/data_path.json" 2>&1 | tee -a "$out/log.txt" || step gpu_data_path $?
-if (( $(left) > 50 )); then
-  timeout -k 5 40 python3 bench/optimizer_step.py --rounds 2 --out "$out/optimizer_step.json" 2>&1 | tee -a "$out/log.txt" || step optimizer_step $?
+(( bench_s > 0 )) || bench_s=1
+# two rounds of fewer steps than its default: 4 paths at 2 sizes, each round, within its 80 s; each size's results
+# written as soon as they are measured, 224 px first: if the time runs out, 128 px is what is missing
+timeout -k 5 "$bench_s" python3 bench/gpu_data_path.py /tmp/imagenette --sizes 224,128 --rounds 2 --steps 30 \
+  --out "$out/data_path.json" 2>&1 | tee -a "$out/log.txt" || step gpu_data_path $?
+if (( $(left) > 50 )); then  # the CPU part (a) is measured anywhere: only the GPU's here
+  timeout -k 5 40 python3 bench/optimizer_step.py --no-cpu --rounds 2 --out "$out/optimizer_step.json" 2>&1 |
+    tee -a "$out/log.txt" || step optimizer_step $?
 fi

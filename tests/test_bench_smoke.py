@@ -1,9 +1,12 @@
 "The GPU check, end to end on a CPU in its --smoke setting, on a tiny copy made by its data helper: so it can't rot."
-import json, signal, subprocess, sys, time
+import importlib.util, json, os, re, signal, subprocess, sys, time
 from pathlib import Path
+
+import pytest
 
 from imagenette_course.baseline import BOOK, REFERENCES
 from imagenette_course.data import default_presize
+from imagenette_course.fast_data import NoRoom
 from imagenette_course.recipes import RECIPES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,26 +73,82 @@ def test_gpu_check_smoke_runs_every_recipe_then_the_split_presize_and_noise_expe
     assert tta['extra']['reused_training']  # measured on the model the progressive recipe had just trained
 
 
-def test_a_killed_check_stops_its_lanes_and_says_which_runs_it_cut(fake_imagenette, tmp_path):
-    "A plain `kill` reaches only the check's own process, not `timeout`'s whole group: its lanes must not train on"
+@pytest.mark.parametrize('group', [False, True], ids=['kill', 'timeout'])
+def test_a_killed_check_stops_its_lanes_and_says_which_runs_it_cut(fake_imagenette, tmp_path, group):
+    "A plain `kill` reaches only the check's own process, `timeout`'s its whole group: either way no lane trains on"
     import psutil
     out = tmp_path/'out'
     check = subprocess.Popen([sys.executable, str(ROOT/'scripts'/'gpu_check.py'), str(fake_imagenette), '--out', str(out),
                               '--smoke', '--recipes', 'baseline,normalized', '--lanes', '2'],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=group)
     logs = [out/'lanes'/f'lane-{i}'/'log.txt' for i in range(2)]
     for _ in range(600):  # until each lane has started its recipe
         if all(log.is_file() and '=== gpu check:' in log.read_text() for log in logs): break
         time.sleep(0.2)
     lanes = psutil.Process(check.pid).children()
     assert len(lanes) == 2
-    check.terminate()
+    start = time.monotonic()
+    if group: os.killpg(check.pid, signal.SIGTERM)  # as `timeout` signals: the check and its lanes at once
+    else: check.terminate()
     assert check.wait(60) == 128 + signal.SIGTERM
+    assert time.monotonic() - start < gpu_check_module().STOP_S  # before `timeout -k STOP_S` would kill it
     _, alive = psutil.wait_procs(lanes, timeout=10)
     assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []  # ended (a zombie has: only its exit status is left)
     summary = json.loads((out/'summary.json').read_text())
     # a recipe cut by the signal is 'cut', not 'failed' while its lane goes on to the next one
     assert {r['status'] for r in summary['results']} <= {'ok', 'cut'}, summary['results']
+
+
+# A lane as far as stopping it goes: on a SIGTERM it cleans up for a second (saves, closes its loader's workers), and a
+# second SIGTERM meanwhile cuts that short, as the CLI's handler raising again inside the clean-up does
+FAKE_LANE = """import pathlib, signal, sys, time
+def second(signum, frame): sys.exit(99)
+def clean_up(signum, frame):
+    signal.signal(signal.SIGTERM, second)
+    print('cleaning up', flush=True)
+    time.sleep(1)
+    pathlib.Path(sys.argv[1]).write_text('cleaned up')
+    sys.exit(143)
+signal.signal(signal.SIGTERM, signal.SIG_IGN if sys.argv[2] == 'deaf' else clean_up)
+print('ready', flush=True)
+time.sleep(60)
+"""
+
+
+def gpu_check_module():
+    spec = importlib.util.spec_from_file_location('gpu_check', ROOT/'scripts'/'gpu_check.py')
+    module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
+    return module
+
+
+def fake_lanes(tmp_path, kinds):
+    "Fake lane processes, one of each of `kinds` ('lane' or 'deaf', which ignores SIGTERM), started and ready"
+    procs = [subprocess.Popen([sys.executable, '-c', FAKE_LANE, str(tmp_path/f'{i}.done'), kind],
+                              stdout=subprocess.PIPE, text=True) for i, kind in enumerate(kinds)]
+    assert all(p.stdout.readline() == 'ready\n' for p in procs)
+    return procs
+
+
+def test_a_stopped_check_lets_lanes_signalled_with_it_clean_up_before_signalling_them_again(tmp_path):
+    gpu_check = gpu_check_module()
+    procs = fake_lanes(tmp_path, ['lane', 'lane'])
+    for p in procs: p.send_signal(signal.SIGTERM)  # as `timeout` signals the check's whole process group
+    assert all(p.stdout.readline() == 'cleaning up\n' for p in procs)  # when the check's own handler runs, say
+    gpu_check.stop_lanes(procs, grace=10, kill_after=2)
+    assert [p.returncode for p in procs] == [143, 143]
+    assert all((tmp_path/f'{i}.done').is_file() for i in range(2))
+
+
+def test_a_stopped_check_signals_lanes_a_plain_kill_missed_and_kills_those_that_ignore_it(tmp_path):
+    gpu_check = gpu_check_module()
+    procs = fake_lanes(tmp_path, ['lane', 'deaf'])
+    start = time.monotonic()
+    gpu_check.stop_lanes(procs, grace=0.5, kill_after=3)
+    assert time.monotonic() - start < 6
+    assert [p.returncode for p in procs] == [143, -signal.SIGKILL] and (tmp_path/'0.done').is_file()
+    # and all of it fits in what a `timeout` gives the check after its signal: the lent script's `-k`
+    stop_s = int(re.search(r'^stop_s=(\d+)', (ROOT/'scripts'/'lent_gpu_check.sh').read_text(), re.M)[1])
+    assert gpu_check.LANE_GRACE_S + gpu_check.LANE_KILL_S < gpu_check.STOP_S <= stop_s
 
 
 def runs_in_book_order():
@@ -117,6 +176,18 @@ def test_data_path_benchmark_smoke_measures_every_path(shared_data, tmp_path):
     assert not {'first_gpu_run_images_per_s', 'book_s_per_epoch_224'} & set(results)
 
 
+def test_data_path_benchmark_without_room_for_the_decoded_images_measures_the_other_paths(shared_data, tmp_path):
+    "On a GPU with too little free memory (`NoRoom`), as the check falls back to the book's loaders: null, not a crash"
+    spec = importlib.util.spec_from_file_location('gpu_data_path', ROOT/'bench'/'gpu_data_path.py')
+    bench = importlib.util.module_from_spec(spec); spec.loader.exec_module(bench)
+    def no_room(*args, **kwargs): raise NoRoom("the fast data path keeps every decoded image on the GPU")
+    bench.store_dls = no_room
+    (res,) = bench.main([str(shared_data), '--smoke', '--rounds', '1', '--out', str(tmp_path/'dp.json')])['sizes']
+    assert res['model_only'] > 0 and res['book'] > 0 and 'decoded image' in res['no_room']
+    assert all(res[k] is None for k in ('decoded_once', 'decoded_once_ahead', 'decoded_once_vs_book', 'decode_once_s'))
+    assert json.loads((tmp_path/'dp.json').read_text())['sizes'] == [res]
+
+
 def test_data_path_benchmark_refuses_no_rounds(shared_data):
     out = subprocess.run([sys.executable, str(ROOT/'bench'/'gpu_data_path.py'), str(shared_data), '--smoke',
                           '--rounds', '0'], capture_output=True, text=True, timeout=120)
@@ -137,3 +208,10 @@ def test_optimizer_step_benchmark_smoke_times_every_optimizer(tmp_path):
     for r in results:
         assert set(r['ms_per_step']) == {'fastai Adam', 'FusedAdam', 'AdamW fused (ref.)'}
         assert all(ms > 0 for ms in r['ms_per_step'].values()) and r['fused_speedup'] > 0
+
+
+def test_optimizer_step_benchmark_can_skip_the_cpu_regime(tmp_path):
+    "On a GPU machine short of time, (b) alone: the CPU regime (a) is measured on any machine"
+    run_script('bench/optimizer_step.py', '--smoke', '--no-cpu', '--out', tmp_path/'opt.json', timeout=120)
+    results = json.loads((tmp_path/'opt.json').read_text())['results']
+    assert [r['config'] for r in results] == ['smoke: (b) settings on the CPU']

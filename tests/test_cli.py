@@ -1,4 +1,4 @@
-import argparse, json, os, re, signal, subprocess, sys
+import argparse, json, os, re, signal, subprocess, sys, time
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,11 @@ QUICK = MODES['quick']
     (['run', 'baseline', '--mode', 'fast'], "invalid choice: 'fast'"),
     (['run', 'nonsense'], "unknown recipe 'nonsense' (choose from baseline, "),
     (['run', 'baselin'], "unknown recipe 'baselin': did you mean 'baseline'?"),
-    (['run'], 'the following arguments are required: recipe'),
+    (['run'], 'the following arguments are required: RECIPE'),
+    (['run', 'all', 'tta'], "all is every recipe: name it alone"),
+    (['run', 'tta', 'baseline', 'tta'], "tta named more than once"),
+    (['run', 'baseline', '--size', '64', '--presize', '32'],
+     "--presize 32 is smaller than the run's image size, 64 px. Fix: --presize 64 or more"),
     (['run', 'baseline', '--split', 'valid'], "invalid choice: 'valid'"),
     (['run', 'baseline', '--presize', '0'], 'at least 8'),
     (['run', 'baseline', '--size', '4'], 'at least 8'),
@@ -76,7 +80,7 @@ def test_imagenette_debug_set_to_off_is_off(value, tmp_path, monkeypatch, capsys
 
 
 def test_a_recipe_may_be_named_as_its_training_function():
-    assert make_parser().parse_args(['run', 'label_smoothing']).recipe == 'label-smoothing'
+    assert make_parser().parse_args(['run', 'label_smoothing']).recipes == ['label-smoothing']
 
 
 def test_pgf_without_latex_is_refused_before_the_table(monkeypatch, capsys):
@@ -122,9 +126,25 @@ def test_interrupted_run_all_names_the_recipes_it_recorded(fake_imagenette, monk
     err = capsys.readouterr().err
     assert e.value.code == 130 and f'baseline, normalized finished and were recorded in {isolated_ledger}' in err
     assert 'interrupted: baseline, normalized finished' in err  # not sota, an earlier run's
-    assert 'run the recipes left by name, with the same options: progressive, progressive-schedule, tta' in err
+    left = 'progressive progressive-schedule tta mixup label-smoothing sota'
+    assert f'(the same command would train them again: to skip them, use `run {left}` with the same options)' in err
     # `run all` again would train baseline and normalized again first
-    assert f"its checkpoint {checkpoints/'progressive-quick-0.pt'} is kept: `run progressive` with the same options resumes" in err
+    assert f"its checkpoint {checkpoints/'progressive-quick-0.pt'} is kept: `run {left}` with the same options resumes" in err
+
+
+def test_an_interrupted_run_of_named_recipes_gives_the_command_for_those_left(fake_imagenette, monkeypatch, capsys,
+                                                                             isolated_ledger, checkpoints):
+    seen = {}
+    def one_then_interrupted(*args, names=None, **kwargs):
+        seen['names'] = names
+        append_record(dict(recipe='normalized', mode='quick', device='cpu', sizes=[64], epochs=1, accuracy=0.5, wall_time_s=1.0))
+        raise KeyboardInterrupt
+    monkeypatch.setattr(recipes, 'run_all', one_then_interrupted)
+    with pytest.raises(SystemExit) as e: main(['run', 'normalized', 'progressive', 'tta', '--data', str(fake_imagenette)])
+    err = capsys.readouterr().err
+    assert e.value.code == 130 and seen['names'] == ['normalized', 'progressive', 'tta']  # one process, in that order
+    assert (f"normalized finished and was recorded in {isolated_ledger} (the same command would train it again: to skip "
+            f"it, use `run progressive tta` with the same options)") in err
 
 
 def test_a_run_interrupted_before_its_first_checkpoint_says_it_starts_over(fake_imagenette, monkeypatch, capsys,
@@ -150,7 +170,7 @@ def test_an_error_that_stops_run_all_part_way_names_what_it_recorded(fake_imagen
     err = capsys.readouterr().err
     assert e.value.code == 2 and 'error: the checkpoint' in err
     assert f"before it, baseline, normalized finished and were recorded in {isolated_ledger}" in err
-    assert 'run the recipes left by name, with the same options: progressive, progressive-schedule, tta, mixup' in err
+    assert 'use `run progressive progressive-schedule tta mixup label-smoothing sota` with the same options' in err
 
 
 def test_loader_workers_killed_by_a_group_sigterm_end_the_run_as_an_interruption(fake_imagenette, monkeypatch, capsys,
@@ -172,10 +192,76 @@ def test_loader_workers_killed_by_a_group_sigterm_end_the_run_as_an_interruption
     with pytest.raises(RuntimeError, match='illegal memory'): main(['run', 'baseline', '--data', str(fake_imagenette)])
 
 
+def test_a_sigchld_pending_with_the_sigterm_prints_no_traceback():
+    "A group SIGTERM kills the loader's workers too: their SIGCHLD may be pending when the SIGTERM's handler runs"
+    code = """if True:
+        import os, signal
+        from imagenette_course.cli import sigterm_as_ctrl_c
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # a Python handler, as torch's DataLoader installs one
+        both = {signal.SIGTERM, signal.SIGCHLD}
+        try:
+            with sigterm_as_ctrl_c():
+                signal.pthread_sigmask(signal.SIG_BLOCK, both)
+                os.kill(os.getpid(), signal.SIGTERM); os.kill(os.getpid(), signal.SIGCHLD)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, both)  # both pending before Python runs a handler
+                sum(range(10))
+        except KeyboardInterrupt: print('interrupted')
+    """
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
+    assert out.stdout == 'interrupted\n' and out.stderr == '', out.stderr
+
+
+def child_states(pid):
+    "{child's pid: its state} of the processes `pid` started, such as a loader's workers (Linux); 'Z': ended"
+    found = {}
+    for p in filter(str.isdigit, os.listdir('/proc')):
+        try: state, parent = Path(f'/proc/{p}/stat').read_text().rsplit(')', 1)[1].split()[:2]  # after the name
+        except OSError: continue  # ended meanwhile
+        if parent == str(pid): found[p] = state
+    return found
+
+
+def wait_for(check, timeout=300):
+    "Whether `check()` came true within `timeout` seconds"
+    start = time.monotonic()
+    while not check() and time.monotonic() - start < timeout: time.sleep(0.05)
+    return check()
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason="reads the loader's workers from /proc")
+def test_a_sigterm_to_the_process_group_of_a_real_run_ends_it_without_a_traceback(fake_imagenette):
+    """As `timeout` or a batch system stops it: the loader's workers get the SIGTERM too, and die with the run. The
+    run is held stopped until they have died, so that their SIGCHLD is pending with the SIGTERM, as where the run is
+    busy in torch's C code while they die: the case that raced"""
+    exe = os.path.join(os.path.dirname(sys.executable), 'imagenette-course')
+    run = subprocess.Popen([exe, 'run', 'baseline', '--data', str(fake_imagenette), '--mode', 'quick', '--size', '64',
+                            '--bs', '8', '--epochs', '100', '--data-path', 'book'],  # book: workers load the batches
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert run.stdout.readline().startswith('baseline: quick mode')  # printed once SIGTERM is handled
+        assert wait_for(lambda: child_states(run.pid) or run.poll() is not None) and child_states(run.pid), "no workers"
+        time.sleep(1)  # training
+        os.kill(run.pid, signal.SIGSTOP)
+        os.killpg(run.pid, signal.SIGTERM)
+        wait_for(lambda: set(child_states(run.pid).values()) <= {'Z'}, timeout=60)  # the workers died
+        os.kill(run.pid, signal.SIGCONT)
+        out, err = run.communicate(timeout=300)
+    finally:
+        if run.poll() is None: os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode == 128 + signal.SIGTERM and 'interrupted' in err and 'Traceback' not in err, err
+
+
 @pytest.mark.parametrize('argv, debug', [(['--debug', 'run', 'baseline'], True), (['run', 'baseline', '--debug'], True),
                                          (['report', '--debug'], True), (['run', 'baseline'], False), (['report'], False)])
 def test_debug_is_taken_before_or_after_the_command(argv, debug):
     assert make_parser().parse_args(argv).debug is debug
+
+
+def test_both_commands_say_which_ledger_they_use_without_ledger():
+    for command in ('run', 'report'):
+        shown = ' '.join(make_parser().commands[command].format_help().split())  # as one line, however argparse wraps it
+        assert '--ledger FILE results ledger to ' in shown
+        assert '(default: $IMAGENETTE_LEDGER, else ~/.imagenette_course/ledger.jsonl)' in shown, command
 
 
 def test_a_file_that_is_not_a_ledger_is_refused_once(tmp_path, capsys):
@@ -250,11 +336,15 @@ def test_unset_options_keep_the_recipes_own_settings(fake_imagenette, monkeypatc
     assert (cfg.epochs, cfg.size, cfg.bs) == (epochs, size, QUICK.bs)  # bs: the mode's own
 
 
-@pytest.mark.parametrize('args', [['--size', '64', '--presize', '32'], ['--mode', 'full', '--presize', '100']])
-def test_a_presize_below_the_runs_size_is_refused_before_training(fake_imagenette, isolated_ledger, capsys, args):
-    with pytest.raises(SystemExit) as e: main(['run', 'baseline', '--data', str(fake_imagenette), *args])
+@pytest.mark.parametrize('args, size', [(['baseline', '--size', '64', '--presize', '32'], 64),
+                                        (['baseline', '--mode', 'full', '--presize', '100'], 224),
+                                        (['all', '--mode', 'quick', '--presize', str(QUICK.size - 1)], QUICK.size)])
+def test_a_presize_below_the_runs_size_is_refused_before_the_data_is_looked_for(tmp_path, isolated_ledger, capsys, args, size):
+    "Without --size, the recipe's own in its mode: a folder that isn't there is not what the message is about"
+    with pytest.raises(SystemExit) as e: main(['run', *args, '--data', str(tmp_path/'not_downloaded_yet')])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and 'is smaller than the run' in err and 'Fix: --presize' in err and not isolated_ledger.exists()
+    assert e.value.code == 2 and f"is smaller than the run's image size, {size} px. Fix: --presize {size} or more" in err
+    assert 'not_downloaded_yet' not in err and not isolated_ledger.exists()
 
 
 def test_report_of_a_ledger_that_is_not_there_says_so(tmp_path, capsys):
@@ -290,6 +380,14 @@ def test_report(capsys, isolated_ledger, tmp_path):
     assert '\n'.join(full_mode_lines(noise=None, split=None, with_presize=True)) in report  # every run of it, labelled as a reference
     assert lines[-1] == f"figures saved to {tmp_path/'results.png'}"
     assert (tmp_path/'results.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_named_recipes_run_in_one_process_in_the_order_given(fake_imagenette, capsys, isolated_ledger):
+    "tta after progressive measures the model progressive trained, which a separate `run tta` would train again"
+    main(['run', 'progressive', 'tta', '--data', str(fake_imagenette), '--mode', 'quick', '--size', '32', '--bs', '8',
+          '--epochs', '1'])
+    assert [r['recipe'] for r in read_ledger()] == ['progressive', 'tta']
+    assert 'measuring the model trained earlier in this run' in capsys.readouterr().out
 
 
 def test_run_all_runs_every_recipe_in_order_with_noisy_labels(fake_imagenette, tmp_path, monkeypatch, capsys,
@@ -342,7 +440,7 @@ def test_help_and_bad_arguments_answer_before_torch_loads():
     code = ("import sys\nfrom imagenette_course.cli import main\ntry: main(sys.argv[1:])\nexcept SystemExit: pass\n"
             "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded')")
     for args in (['--help'], ['run', 'nonsense'], ['run', 'baseline', '--bs', '0'], ['run', 'baseline', '--data-path', 'gpu'],
-                 ['report', '--plot', 'results.xyz']):
+                 ['report', '--plot', 'results.xyz'], ['run', 'baseline', '--size', '64', '--presize', '32']):
         out = subprocess.run([sys.executable, '-c', code, *args], capture_output=True, text=True, timeout=60)
         assert out.stdout.strip().endswith('torch not loaded'), (args, out.stdout, out.stderr)
 

@@ -66,6 +66,14 @@ def test_missing_and_empty_classes_are_named(fake_imagenette):
     assert 'Fix:' in msg
 
 
+def test_a_split_folder_given_for_the_dataset_says_to_give_the_folder_above(fake_imagenette):
+    with pytest.raises(DataError) as e: check_imagenette(fake_imagenette/'train')
+    msg = str(e.value)
+    assert f"{fake_imagenette} holds train/ and val/: did you mean that folder?" in msg
+    assert msg.endswith(f"Fix: --data {fake_imagenette} (or IMAGENETTE_PATH={fake_imagenette})")
+    assert 're-extract' not in msg  # the data is fine: only the path is wrong
+
+
 def test_unreadable_images_are_named_and_dropped(tmp_path):
     good = write_jpeg(tmp_path/'c'/'good.JPEG')
     truncated = tmp_path/'c'/'truncated.JPEG'
@@ -76,6 +84,16 @@ def test_unreadable_images_are_named_and_dropped(tmp_path):
     assert kept == [good]
     msg = str(w[0].message)
     assert 'Skipping 2 unreadable' in msg and str(truncated) in msg and str(fake) in msg and 'truncated' in msg
+    assert msg.count(str(fake)) == 1  # PIL's message names the file again: left out
+
+
+def test_a_damaged_extraction_names_a_few_unreadable_files_and_counts_the_rest(tmp_path):
+    bad = [tmp_path/f'{i}.JPEG' for i in range(12)]
+    for f in bad: f.write_text('<html>404 not found</html>')
+    with pytest.warns(UserWarning) as w: assert drop_unreadable(bad) == []
+    lines = str(w[0].message).splitlines()
+    named = [f"  {f} (UnidentifiedImageError: cannot identify image file)" for f in bad[:5]]
+    assert lines[0].startswith('Skipping 12 unreadable') and lines[1:] == [*named, '  and 7 more']
 
 
 def test_corrupt_file_never_crashes_an_epoch(fake_imagenette):
@@ -175,6 +193,13 @@ def test_run_config_overrides_only_what_is_given():
     assert ', 1 epoch,' in str(run_config('quick', epochs=1))  # not "1 epochs"
 
 
+def test_a_random_splits_description_says_how_its_images_are_drawn():
+    "It draws n_train + n_valid images a class from both folders, then splits them 80/20: not n_train and n_valid each"
+    assert ', 30/class images, random split 80/20, 64 px,' in str(run_config('quick', split='random'))
+    assert ', all images, random split 80/20, 224 px,' in str(run_config('full', split='random'))
+    assert ', 20/class train, 10/class valid images, 64 px,' in str(run_config('quick'))
+
+
 # --- problems found before the first batch ---
 
 def test_a_class_whose_files_are_all_unreadable_stops_before_training(fake_imagenette):
@@ -236,7 +261,8 @@ def test_imagewoof_trains_with_its_own_classes_and_variable(fake_imagewoof, monk
 def test_a_folder_of_the_other_dataset_says_which_it_looks_like(fake_imagewoof, fake_imagenette):
     with pytest.raises(DataError) as e: check_imagenette(fake_imagewoof)
     assert str(e.value).startswith(f"{fake_imagewoof} holds imagewoof, not imagenette") and e.value.args[0].count('\n') == 0
-    assert "Fix: pass --dataset imagewoof" in str(e.value)  # one line, not every class folder it lacks
+    # one line, not every class folder it lacks; the fix for the command line and for Python, each in its own terms
+    assert "Fix: pass --dataset imagewoof on the command line (dataset='imagewoof' in Python)" in str(e.value)
     with pytest.raises(DataError) as e: check_imagenette(fake_imagenette, dataset='imagewoof')
     assert 'holds imagenette, not imagewoof' in str(e.value) and "--dataset imagenette" in str(e.value)
     with pytest.raises(ValueError, match='unknown dataset'): resolve_data_path(dataset='imagewolf')

@@ -111,8 +111,8 @@ def test_wd_is_fastais_hyper_and_never_torchs_l2():
 
 def run(path, opt_func, dtype=torch.float32):
     "Two one-cycle epochs of a resumable run checkpointed at `path`; data in a fixed order, so a resumed run can match"
-    with resumable(Checkpoint(path)): learn = learner(opt_func, dtype=dtype, n=16, shuffle=False)
-    return train(learn, 'fit_one_cycle', 2, 1e-2)
+    with resumable(Checkpoint(path)):  # the tracker follows the fits made in the block
+        return train(learner(opt_func, dtype=dtype, n=16, shuffle=False), 'fit_one_cycle', 2, 1e-2)
 
 
 def interrupted(path, opt_func, monkeypatch, dtype=torch.float32):

@@ -173,3 +173,30 @@ def test_an_out_folder_holding_an_earlier_check_is_refused_unless_told_to_replac
     records = check.read_ledger(out/'ledger.jsonl')
     assert [(r['recipe'], r['mode']) for r in records] == [('normalized', 'quick')]  # this check's run alone
     assert [r['status'] for r in json.loads((out/'summary.json').read_text())['results']] == ['ok']
+
+
+def test_result_lines_give_a_ramps_epoch_times_as_a_range_and_nest_no_parentheses(monkeypatch):
+    "A ramp trains too few epochs at each size to time the sizes apart: per-size times read as if small were slower"
+    import imagenette_course.baseline as baseline
+    ran = dict(noise=0, split='official', presize=None, status='ok', accuracy=0.76, accuracy_tta=None, epochs=10,
+               sizes=[128, 224], seconds_per_epoch={'128': 4.8, '224': 8.6}, seconds=105., reused_training=False,
+               presize_px=224)
+    runs = [dict(ran, recipe='progressive'),
+            dict(ran, recipe='tta', accuracy_tta=0.82, seconds=12., reused_training=True),
+            dict(ran, recipe='progressive-schedule', sizes=[128, 160, 224],
+                 seconds_per_epoch={'128': 7.3, '160': 8.5, '224': 6.6})]
+    run = dict(device='cuda (GPU)', date='2026-12-01', commit='abc1234', lanes=1, data='the data', data_path='fast',
+               runs=runs)
+    monkeypatch.setattr(baseline, 'full_mode_run', lambda: run)
+    lines = {l.split()[0]: l for l in baseline.full_mode_lines() if l.startswith('  ') and not l.startswith('    ')}
+    assert lines['progressive'].endswith("10 epochs at 128→224 px, presize 224 px; per epoch 4.8 s at 128 px, "
+                                         "8.6 s at 224 px; 105 s in all")
+    assert lines['progressive-schedule'].endswith("10 epochs at 128→224 px, presize 224 px; per epoch 6.6 to 8.5 s "
+                                                  "across its 3 sizes; 105 s in all")
+    tta = lines['tta'].split('82.00%  ')[1]
+    assert tta.startswith("without TTA 76.00%; 12 s to measure, on the model an earlier run trained: 10 epochs at")
+    assert '(' not in tta
+    header = baseline.full_mode_lines()[0]
+    assert 'fast data path' in header and 'at a time' not in header
+    monkeypatch.setattr(baseline, 'full_mode_run', lambda: dict(run, lanes=3))  # runs sharing the GPU: it says so
+    assert ', 3 runs at a time (seconds per epoch are shared time):' in baseline.full_mode_lines()[0]

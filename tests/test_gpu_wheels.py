@@ -1,7 +1,9 @@
 "The wheels carried to a lent GPU machine: with its image, they must provide every import of the GPU check"
-import ast, importlib.util, sys
+import ast, importlib.util, subprocess, sys
 from importlib.metadata import packages_distributions
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # What runs there: the package, and the scripts scripts/lent_gpu_check.sh calls
@@ -29,3 +31,28 @@ def test_the_image_and_the_wheels_provide_every_import_of_the_gpu_check():
                and not any(wheels.norm(d) in there for d in dists.get(name, []))}
     assert not missing, f"imported on the GPU machine but neither in its image nor carried: {sorted(missing)}"
     assert 'fastai' in there and 'accelerate' in there
+
+
+def load_script(path):
+    "The Python file `path` as a module"
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
+    return module
+
+
+def test_the_image_provides_what_is_not_carried_and_spacy_and_sniffio_are_not_needed_there():
+    wheels = load_script(ROOT/'scripts/gpu_wheels.py')
+    # neither is on the image's package list: spacy is for fastai.text alone, and sniffio is imported only if installed
+    assert {'spacy', 'sniffio'} <= wheels.NOT_NEEDED and not {'spacy', 'sniffio'} & wheels.PROVIDED
+    assert not set(wheels.needed()) & (wheels.PROVIDED | wheels.NOT_NEEDED)
+
+
+def test_the_pack_the_wheels_and_the_repository_fit_in_what_travels_to_a_lent_machine(monkeypatch):
+    "make_gpu_data.py's --max-mib leaves room for the wheels and the tracked files, and 1 MiB that a session adds"
+    files = subprocess.run(['git', 'ls-files', '-z'], cwd=ROOT, capture_output=True)
+    if files.returncode: pytest.skip("not a git checkout")
+    tracked = sum((ROOT/f).stat().st_size for f in files.stdout.decode().split('\0') if (ROOT/f).is_file()) / 2**20
+    monkeypatch.syspath_prepend(str(ROOT/'scripts'))  # it imports unpack_gpu_data.py beside it
+    pack = load_script(ROOT/'scripts/make_gpu_data.py')
+    assert pack.make_parser().parse_args(['dest']).max_mib == pack.MAX_MIB
+    assert tracked + pack.WHEELS_MIB + pack.MAX_MIB + 1 <= pack.TRAVEL_MIB

@@ -1,14 +1,18 @@
-import json, os, subprocess, sys, threading
+import json, os, shutil, subprocess, sys, tempfile, threading
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
-from imagenette_course.ledger import RunRecord, append_record, data_name, ledger_path, read_ledger
+from imagenette_course.ledger import (LedgerError, RunRecord, append_record, comparison_table, data_name, ledger_path,
+                                      read_ledger, runs_table)
 
 
-def record(name='baseline', acc=0.5, mode='quick'):
+def record(name='baseline', acc=0.5, mode='quick', **extra):
     return RunRecord(name, mode, 'cpu', n_train=400, n_valid=200, sizes=[64], epochs=3, accuracy=acc,
-                     wall_time_s=12.3, seed=42, bs=32, lr=3e-3)
+                     wall_time_s=12.3, seed=42, bs=32, lr=3e-3, extra=extra)
+
+SHARED = dict(trained_by='progressive', train_s=7.2, measure_s=5.1)  # tta, measuring progressive's model in `run all`
 
 
 def test_ledger_location(tmp_path, monkeypatch):
@@ -106,6 +110,7 @@ def test_printed_record_states_mode_and_setting():
     (dict(extra=dict(accuracy_tta=-0.1)), "field 'extra.accuracy_tta' is -0.1, not a share from 0 to 1"),
     (dict(wall_time_s=-5.0), "field 'wall_time_s' is -5.0, below 0"),
     (dict(epochs=0), "field 'epochs' is 0, not at least 1"),
+    (dict(extra=dict(trained_by='progressive')), "field 'extra.trained_by' is not a recipe's name with its seconds"),
 ])
 def test_records_with_a_wrong_type_are_skipped_with_their_line(tmp_path, change, problem):
     path = tmp_path/'ledger.jsonl'
@@ -145,12 +150,12 @@ def test_appending_keeps_the_ledgers_permissions_and_its_symlink(tmp_path):
                                          ({'config': 'imagenette'}, "'config'"),
                                          ({'config': {'noise': '5%'}}, 'config.noise')])
 def test_a_hand_edited_record_the_table_cant_show_is_skipped_with_its_line(tmp_path, edit, field):
-    from imagenette_course.ledger import comparison_table
     path = tmp_path/'ledger.jsonl'
     append_record(record('a'), path)
     append_record({**asdict(record('b')), **edit}, path)
     with pytest.warns(UserWarning, match=f'line 2.*{field}'): recs = read_ledger(path)
-    assert [r['recipe'] for r in recs] == ['a'] and 'a ' in comparison_table(recs)
+    table = comparison_table(recs).splitlines()
+    assert [r['recipe'] for r in recs] == ['a'] and table[1].split()[0] == 'a' and table[2] == ''  # its row, and only it
 
 
 def test_labels_of_points_close_together_stack_instead_of_overlapping():
@@ -160,3 +165,82 @@ def test_labels_of_points_close_together_stack_instead_of_overlapping():
     assert lifts[:3] == [3, 12, 21]  # three recipes at about one accuracy and wall time: each label above the last
     assert lifts[3:] == [3, 3]  # alone: just above the point
     assert label_lifts([], widths=[]) == []
+
+
+def test_a_lock_file_it_makes_gets_the_mode_of_the_shared_ledger(tmp_path):
+    path = tmp_path/'ledger.jsonl'
+    path.write_text(json.dumps(asdict(record('a'))) + '\n')
+    path.chmod(0o664)  # shared with the group
+    umask = os.umask(0o022)
+    try: append_record(record('b'), path)
+    finally: os.umask(umask)
+    assert (path.with_name('ledger.jsonl.lock').stat().st_mode & 0o777) == 0o664
+
+
+@pytest.mark.skipif(not hasattr(os, 'fork'), reason='another user is played by a forked process')
+def test_a_lock_file_another_user_may_only_read_is_enough():
+    "A group's shared ledger: another member may write the ledger, but only read the lock file the first writer made"
+    shared = Path(tempfile.mkdtemp())  # not under tmp_path, which only its owner may enter
+    try:
+        shared.chmod(0o777)
+        path = shared/'ledger.jsonl'
+        append_record(record('a'), path)
+        path.chmod(0o666); path.with_name('ledger.jsonl.lock').chmod(0o444)
+        if os.geteuid() == 0:  # root may write any file: append as another user
+            pid = os.fork()
+            if pid == 0:
+                try: os.setuid(65534); append_record(record('b'), path); os._exit(0)
+                except BaseException as e: print(repr(e), file=sys.stderr); os._exit(1)
+            assert os.waitpid(pid, 0)[1] == 0
+        else: append_record(record('b'), path)
+        assert [r['recipe'] for r in read_ledger(path)] == ['a', 'b']
+    finally: shutil.rmtree(shared)
+
+
+def test_a_new_ledger_gets_the_umask_without_setting_it(tmp_path, monkeypatch):
+    "The umask is the whole process's: set even for a moment, another thread's new files could get the wrong one"
+    umask = os.umask(0o027)
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(os, 'umask', lambda mask: pytest.fail('append_record set the umask'))
+            append_record(record('a'), tmp_path/'ledger.jsonl')
+    finally: os.umask(umask)
+    assert ((tmp_path/'ledger.jsonl').stat().st_mode & 0o777) == 0o640
+
+
+def test_nothing_is_appended_to_a_file_that_is_no_ledger(tmp_path):
+    "Another program's JSON given as the ledger is refused when the record is written, not only before the run"
+    settings = tmp_path/'settings.json'
+    settings.write_text(json.dumps({'theme': 'dark'}, indent=2))
+    before = settings.read_bytes()
+    with pytest.raises(LedgerError, match=r'is not a results ledger.*Fix: --ledger'): append_record(record('a'), settings)
+    assert settings.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['settings.json', 'settings.json.lock']
+
+
+def test_a_wall_time_with_another_recipes_training_says_so():
+    shared = record('tta', accuracy_tta=0.6, **SHARED)
+    assert "12 s (7 s of it progressive's training, shared), seed 42" in str(shared)
+    assert '12 s, seed 42' in str(record('progressive'))  # an older record, or one that trained for itself
+    table = runs_table([asdict(record('progressive')), asdict(shared)], order=['progressive', 'tta']).splitlines()
+    assert table[1].endswith('  12 s') and table[2].endswith('  12 s*')
+    assert table[3:] == ["* tta, imagenette, quick, cpu: 12 s, 7 s of it progressive's training, shared"]
+    assert comparison_table([asdict(record('progressive'))]).splitlines()[2] == ''  # no star, no note
+
+
+def test_the_figures_say_which_runs_the_references_and_a_shared_training_belong_to():
+    "The book's numbers are plain Imagenette's: none on a run on Imagewoof or noisy labels; a shared training is named"
+    import matplotlib; matplotlib.use('Agg')
+    from imagenette_course.ledger import plot_comparison
+    runs = [asdict(record('baseline')), asdict(record('tta', **SHARED)),
+            {**asdict(record('baseline')), 'config': dict(dataset='imagewoof')},
+            {**asdict(record('baseline')), 'config': dict(dataset='imagenette', noise=25)},
+            {**asdict(record('baseline', mode='full')), 'config': dict(dataset='imagenette', split='random')}]
+    fig = plot_comparison(runs, order=['baseline', 'tta'])
+    ax1, ax2 = fig.axes
+    bars = [t.get_text().split('\n')[1] for t in ax1.get_xticklabels()]
+    book = next(c for c in ax1.collections if c.get_label() == "the book's notebook (reference)")
+    marked = sorted(bars[int(x)] for x, _ in book.get_offsets())  # baseline's and tta's, and a random split's
+    assert marked == ['imagenette, quick, cpu', 'imagenette, quick, cpu', 'imagenette, random split, full, cpu']
+    assert "tta (incl. progressive's training)" in [t.get_text() for t in ax2.texts]
+    matplotlib.pyplot.close(fig)

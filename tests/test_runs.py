@@ -1,6 +1,6 @@
 "Runs that survive interruption, results that are never lost or misreported, and data-parallel training"
-import errno, json, os, signal, subprocess, sys, time
-from dataclasses import replace
+import errno, json, os, re, signal, subprocess, sys, threading, time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ from test_fast_data import no_room
 import imagenette_course.recipes as recipes
 from imagenette_course.data import get_dls, run_config
 from imagenette_course.data import CLASS_NAMES
-from imagenette_course.ledger import RunRecord, append_record, file_mode, read_ledger
+from imagenette_course.ledger import RunRecord, append_record, lock_file, read_ledger
 from imagenette_course.recipes import recipe_config, run_recipe
 from imagenette_course.resume import (Checkpoint, CheckpointError, RunError, check_every_fit_ran, real_fit, resumable,
                                       run_key, training_alone)
@@ -136,12 +136,13 @@ def test_killed_after_recording_is_not_recorded_twice(fake_imagenette, checkpoin
     recipes._TRAINED.clear()
     again = run_recipe('progressive', 'quick', **overrides)
     assert len(read_ledger()) == 1 and again.extra['run_id'] == read_ledger()[0]['extra']['run_id']
+    assert again.learn is None  # no model was loaded: run_recipe's docstring says so
     assert list(checkpoints.glob('*.pt')) == []
 
 
 def killed_before_recording_then_rerun(recipe, checkpoints, monkeypatch, **overrides):
     "(the weights the killed run saved, the rerun's record): killed after training, before its record was written"
-    def killed(record, ledger=None): raise KeyboardInterrupt
+    def killed(record, ledger=None, checkpoint=None): raise KeyboardInterrupt
     with monkeypatch.context() as m:
         m.setattr(recipes, 'save_record', killed)
         with pytest.raises(KeyboardInterrupt): run_recipe(recipe, 'quick', **overrides)
@@ -287,7 +288,7 @@ def test_one_run_trains_in_one_process_at_a_time(checkpoints, monkeypatch):
     ck = Checkpoint(checkpoints/'progressive-quick-0.pt')
     with training_alone(ck.path):
         with pytest.raises(RunError, match='another run is training progressive-quick-0 now') as e:
-            with training_alone(ck.path): pass
+            with training_alone(ck.path, grace_s=0.5): pass
         assert 'IMAGENETTE_CHECKPOINTS' in e.value.msg
         with monkeypatch.context() as m:  # a data-parallel run's other processes train with the main one
             m.setenv('RANK', '1')
@@ -296,6 +297,16 @@ def test_one_run_trains_in_one_process_at_a_time(checkpoints, monkeypatch):
     (checkpoints/'progressive-quick-0.pt.lock').touch()  # left by a killed run: its lock went with its process
     with training_alone(ck.path): pass
     assert list(checkpoints.iterdir()) == []
+
+
+def test_a_lock_that_a_killed_runs_workers_still_hold_is_waited_for(checkpoints):
+    "A run killed outright leaves its forked loader workers holding its lock for a few seconds: the next run waits"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    lock = checkpoints/'progressive-quick-0.pt.lock'
+    with open(lock, 'a') as worker:  # another open file of the lock, as a forked worker's
+        assert lock_file(worker, wait=False)
+        threading.Timer(1.0, worker.close).start()  # the worker exits a second later
+        with training_alone(checkpoints/'progressive-quick-0.pt'): pass
 
 
 def test_a_resumed_program_with_fewer_fits_is_an_error_not_an_untrained_model(fake_imagenette, checkpoints):
@@ -363,18 +374,34 @@ def test_unwritable_ledger_or_checkpoints_are_found_before_training(fake_imagene
     assert e.value.code == 2 and str(named) in err and 'Fix:' in err and 'Traceback' not in err
 
 
+def counted_saves(monkeypatch):
+    "The checkpoint saves from now on, one per epoch trained"
+    saves, save = [], Checkpoint.save
+    monkeypatch.setattr(Checkpoint, 'save', lambda self, learn: saves.append(self.path) or save(self, learn))
+    return saves
+
+
 def test_a_ledger_write_that_fails_after_training_keeps_the_result(fake_imagenette, checkpoints, isolated_ledger,
                                                                   monkeypatch, capsys):
+    "Printed, saved beside the ledger, its checkpoint kept: the ledger fixed, a rerun records it, training nothing"
+    args = ['run', 'baseline', '--data', str(fake_imagenette), *ARGS, '--epochs', '1']
     def disk_full(record, path=None): raise OSError(28, 'No space left on device')
-    monkeypatch.setattr(recipes, 'append_record', disk_full)
-    with pytest.raises(SystemExit) as e:
-        imagenette_course.cli.main(['run', 'baseline', '--data', str(fake_imagenette), *ARGS, '--epochs', '1'])
+    with monkeypatch.context() as m:
+        m.setattr(recipes, 'append_record', disk_full)
+        with pytest.raises(SystemExit) as e: imagenette_course.cli.main(args)
     err = capsys.readouterr().err
+    (ck,) = checkpoints.glob('*.pt')
     assert e.value.code == 2 and 'No space left on device' in err and 'baseline: accuracy' in err
-    spare = Path(err.split('It is saved in ')[1].split('. Fix:')[0])
+    assert f"the ledger {isolated_ledger} (" in err and f"checkpoint {ck} is kept" in err
+    assert f">> {isolated_ledger}`" in err and 'run recipe baseline again with the same options' in err
+    spare = Path(err.split('the line saved in ')[1].split(' to the ledger')[0])
     (rec,) = [json.loads(line) for line in spare.read_text().splitlines()]
     assert rec['recipe'] == 'baseline' and 0 <= rec['accuracy'] <= 1
     spare.unlink()
+    recipes._TRAINED.clear()  # the rerun: a new process
+    saves = counted_saves(monkeypatch)
+    imagenette_course.cli.main(args)
+    assert saves == [] and [r['recipe'] for r in read_ledger()] == ['baseline'] and list(checkpoints.glob('*.pt')) == []
 
 
 # --- several processes ---
@@ -451,6 +478,10 @@ def test_a_checkpoint_is_finished_only_by_its_own_runs_record(checkpoints, isola
     assert recipes.finished_record('progressive', ck, isolated_ledger) is None
     append_record(recorded('progressive', ck.state['uid']), isolated_ledger)
     assert recipes.finished_record('progressive', ck, isolated_ledger).extra['run_id'] == ck.state['uid']
+    # a line with a field `RunRecord` lacks, which `read_ledger` accepts: a note added by hand
+    noted = {**asdict(recorded('progressive', ck.state['uid'])), 'note': 'after a driver update'}
+    append_record(noted, isolated_ledger)
+    assert recipes.finished_record('progressive', ck, isolated_ledger).extra['run_id'] == ck.state['uid']
 
 
 def test_a_checkpoint_belongs_to_one_data_folder_and_one_data_path(fake_imagenette, tmp_path, monkeypatch):
@@ -504,4 +535,102 @@ def test_a_result_the_ledger_refused_is_kept_beside_it_or_printed_whole(tmp_path
     def no_room(*args, **kwargs): raise OSError(30, 'Read-only file system')
     monkeypatch.setattr(recipes.tempfile, 'mkstemp', no_room)
     with pytest.raises(RunError) as e: recipes.save_record(record, tmp_path/'ledger.jsonl')
-    assert 'No folder took a copy' in str(e.value) and '"recipe": "baseline"' in str(e.value)
+    assert 'no folder took a copy of it' in str(e.value) and '"recipe": "baseline"' in str(e.value)
+
+
+def test_a_ledger_replaced_by_another_file_during_training_keeps_the_result_too(tmp_path):
+    "The check before training can't see a later change: the append's own refusal keeps the result all the same"
+    from imagenette_course.ledger import RunRecord
+    from imagenette_course.resume import RunError
+    record = RunRecord('baseline', 'quick', 'cpu', 10, 10, [32], 1, 0.5, 1.0, 42, 8, 3e-3)
+    settings = tmp_path/'settings.json'
+    settings.write_text('{"theme": "dark"}\n')
+    with pytest.raises(RunError, match='put the results ledger back') as e: recipes.save_record(record, settings)
+    (spare,) = tmp_path.glob('imagenette-course-baseline-*.json')
+    assert str(spare) in str(e.value) and settings.read_text() == '{"theme": "dark"}\n'
+
+
+def test_a_symlinked_ledger_is_checked_and_kept_beside_the_file_it_points_to(tmp_path, monkeypatch):
+    "`append_record` writes in the folder of the file a link points to: the folder to check, and to save a copy in"
+    real = tmp_path.resolve()/'real'
+    real.mkdir(); (real/'ledger.jsonl').write_text('')
+    (tmp_path/'link.jsonl').symlink_to(real/'ledger.jsonl')
+    record = RunRecord('baseline', 'quick', 'cpu', 10, 10, [32], 1, 0.5, 1.0, 42, 8, 3e-3)
+    assert Path(recipes.spare_copy(record, tmp_path/'link.jsonl')).parent == real
+    refuse_files_in(real, monkeypatch)
+    with pytest.raises(RunError, match=f"can't be written in {re.escape(str(real))}"):
+        recipes.check_ledger(tmp_path/'link.jsonl')
+
+
+# --- recipes that share a training ---
+
+def tiny_run(fake_imagenette): return dict(path=str(fake_imagenette), size=32, bs=8, epochs=1)
+
+
+def test_a_recorded_run_leaves_no_checkpoint_even_after_a_later_fit_and_names_other_settings_ones(
+        fake_imagenette, checkpoints, capsys):
+    """Learners keep their callbacks: a fit on `record.learn` must not write the recorded run's checkpoint again. The
+    checkpoints of the same training with other settings are named when the run starts, and kept"""
+    checkpoints.mkdir()
+    other = checkpoints/'baseline-quick-000000000000.pt'
+    for p in (other, checkpoints/'normalized-quick-000000000000.pt'): p.write_bytes(b'')  # other runs'
+    rec = run_recipe('baseline', 'quick', **tiny_run(fake_imagenette))
+    out = capsys.readouterr().out
+    assert f"other checkpoints of `baseline` in {checkpoints}" in out and f"resume): {other.name}\n" in out
+    with rec.learn.no_bar(), rec.learn.no_logging(): rec.learn.fit(1)
+    assert len(list(checkpoints.glob('*.pt'))) == 2 and other.exists()
+
+
+def test_run_all_checks_every_name_before_it_trains(fake_imagenette, monkeypatch):
+    def never(cfg): raise AssertionError('trained before every name was checked')
+    monkeypatch.setitem(recipes.RECIPES, 'baseline', recipes.Recipe(never, 2))
+    with pytest.raises(ValueError, match="unknown recipe 'nope': choose from baseline, "):
+        recipes.run_all('quick', names=['baseline', 'nope'], **tiny_run(fake_imagenette))
+
+
+def test_a_training_a_later_recipe_measures_keeps_its_checkpoint_for_it(fake_imagenette, checkpoints,
+                                                                       isolated_ledger, monkeypatch):
+    "In `run_all`, chapter 4's recipe keeps its checkpoint for TTA: stopped while TTA measures, `run tta` won't train"
+    measured = recipes.measured
+    def stopped_at_tta(recipe, learn, ck):
+        if recipe is recipes.RECIPES['tta']: raise KeyboardInterrupt
+        return measured(recipe, learn, ck)
+    with monkeypatch.context() as m:
+        m.setattr(recipes, 'measured', stopped_at_tta)
+        with pytest.raises(KeyboardInterrupt):
+            recipes.run_all('quick', names=['progressive', 'tta'], **tiny_run(fake_imagenette))
+    (progressive,) = read_ledger()
+    assert progressive['recipe'] == 'progressive' and len(list(checkpoints.glob('*.pt'))) == 1
+    recipes._TRAINED.clear()  # `run tta`: a new process
+    saves = counted_saves(monkeypatch)
+    tta = run_recipe('tta', 'quick', **tiny_run(fake_imagenette))
+    assert saves == [] and tta.extra['run_id'] == progressive['extra']['run_id']
+    assert list(checkpoints.glob('*.pt')) == []
+
+
+def test_a_shared_training_found_recorded_keeps_its_checkpoint_for_the_recipe_still_to_run(
+        fake_imagenette, checkpoints, isolated_ledger, monkeypatch):
+    "Killed between recording chapter 4's recipe and deleting its checkpoint: `run all` again keeps it for TTA"
+    with monkeypatch.context() as m:
+        m.setattr(Checkpoint, 'remove', lambda self: None)  # as if killed between recording and deleting
+        run_recipe('progressive', 'quick', **tiny_run(fake_imagenette))
+    recipes._TRAINED.clear()  # a new process
+    saves = counted_saves(monkeypatch)
+    recipes.run_all('quick', names=['progressive', 'tta'], **tiny_run(fake_imagenette))
+    assert saves == [] and [r['recipe'] for r in read_ledger()] == ['progressive', 'tta']
+    assert list(checkpoints.glob('*.pt')) == []
+
+
+def test_a_recipe_measuring_another_recipes_training_names_it_and_times_both_parts(fake_imagenette, checkpoints,
+                                                                                   isolated_ledger):
+    "Its wall time is what it costs alone, training and measuring, each given; a recipe's own training is not reused"
+    recipes.run_all('quick', names=['progressive', 'tta'], **tiny_run(fake_imagenette))
+    progressive, tta = read_ledger()
+    assert progressive['extra']['reused_training'] is False and 'trained_by' not in progressive['extra']
+    assert tta['extra']['reused_training'] is True and tta['extra']['trained_by'] == 'progressive'
+    assert tta['extra']['train_s'] == progressive['extra']['train_s'] > 0 and tta['extra']['measure_s'] > 0
+    for rec in (progressive, tta):
+        assert rec['wall_time_s'] == pytest.approx(rec['extra']['train_s'] + rec['extra']['measure_s'], abs=0.11)
+    assert list(checkpoints.glob('*.pt')) == []
+    again = run_recipe('progressive', 'quick', **tiny_run(fake_imagenette))  # measures the model this process trained
+    assert again.extra['reused_training'] is False and 'trained_by' not in again.extra

@@ -101,10 +101,10 @@ def test_progressive_takes_another_loss_and_callbacks(fake_imagenette):
 # --- TTA ---
 
 def test_compare_tta_predicts_every_way_with_cudnns_autotuning_then_puts_it_back(dls, monkeypatch):
-    "On a GPU `learn.tta` runs as a fit, with appendix 92's autotuning on: the other ways must use the same algorithms"
+    "compare_tta turns cuDNN's autotuning on itself, every way alike: appendix 92's callback leaves `fastai_tta` alone"
     from imagenette_course.distributed import CudnnAutotune
     from imagenette_course.tta import compare_tta
-    learn, flags = small_learner(dls, cbs=CudnnAutotune()), []  # the callback resets the flag after `learn.tta`'s fit
+    learn, flags = small_learner(dls, cbs=CudnnAutotune()), []
     learn.model.register_forward_hook(lambda *_: flags.append(torch.backends.cudnn.benchmark))
     monkeypatch.setattr(torch.backends.cudnn, 'benchmark', False)
     compare_tta(learn, n=1)
@@ -161,6 +161,14 @@ def test_tta_and_flip_predict_on_a_test_set_without_labels(dls, fake_imagenette)
     test_dl = dls.test_dl(sorted((fake_imagenette/'val').rglob('*.JPEG')))
     for preds, targs in (tta(learn, test_dl, n=1), flip_tta(learn, test_dl), predictions(learn.model, test_dl)):
         assert preds.shape == (len(test_dl.dataset), dls.c) and targs is None
+
+
+def test_from_scratch_tta_all_on_the_plain_pass_predicts_as_fastais(dls):
+    "Our `tta` makes its own plain pass: with all the weight on it (`beta=1`) it gives `learn.tta`'s, targets in order"
+    learn = small_learner(dls)
+    preds, targs = tta(learn, n=1, beta=1)
+    fastai_preds, fastai_targs = fastai_tta(learn, n=1, beta=1)
+    assert torch.allclose(preds, fastai_preds, atol=1e-5) and torch.equal(targs, fastai_targs)
 
 
 def test_augmented_passes_differ_from_plain(dls):

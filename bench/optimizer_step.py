@@ -98,6 +98,8 @@ def main(argv=None):
                    help="skip (a), the CPU regime: on a GPU machine short of time, (b) is what only it can measure")
     p.add_argument('--smoke', action='store_true', help="one tiny round on the CPU")
     args = p.parse_args(argv)
+    if args.no_cpu and not args.smoke and not torch.cuda.is_available():  # else it would measure nothing, silently
+        p.error("--no-cpu leaves only (b), which needs a CUDA GPU: leave out --no-cpu on this machine")
     rounds, steps, warmup = (1, 2, 1) if args.smoke else (args.rounds, args.steps, args.warmup)
     print(f"load average {os.getloadavg()[0]:.2f}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
           f"{warmup} warm-up + {steps} timed steps x {rounds} rounds, fastest round", flush=True)

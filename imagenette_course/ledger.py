@@ -11,7 +11,7 @@ __all__ = ['COMPARED_FIELDS', 'CONFIG_FIELDS', 'SHOWN_BROKEN', 'library_versions
            'latest_runs', 'runs_table', 'comparison_table', 'label_lifts', 'on_the_books_data', 'plot_comparison']
 
 # %% ../nbs/90_ledger.ipynb #add2717e
-import codecs, errno, json, os, platform, warnings
+import codecs, errno, json, os, platform, uuid, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, asdict, field
 from datetime import datetime, timezone
@@ -124,12 +124,13 @@ def append_record(record,     # a `RunRecord`, or a dict of its fields
     path = ledger_path(path).resolve()  # a symlinked ledger: replace the file it points to, and keep the link
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(asdict(record) if isinstance(record, RunRecord) else record) + '\n'
-    mode, tmp = file_mode(path), path.with_name(path.name + '.tmp')  # a shared ledger must stay shared, and its lock
+    # a name of its own: a file of the user's can't be in the way; a shared ledger must stay shared, and its lock
+    mode, tmp = file_mode(path), path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    if path.exists(): check_is_ledger(path)  # appending to another program's file would break it; no lock file beside it
     with locked(path.with_name(path.name + '.lock'), mode):  # two runs finishing together keep each other's record
-        if path.exists(): check_is_ledger(path)  # appending to another program's file would break it
+        if path.exists(): check_is_ledger(path)  # and again under the lock: it may have been replaced meanwhile
         old = path.read_bytes() if path.exists() else b''
         if old and not old.endswith(b'\n'): old += b'\n'
-        tmp.unlink(missing_ok=True)  # left by a run killed while writing: the new file gets this run's umask
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_BINARY', 0), 0o666)  # minus the umask
         try:
             with os.fdopen(fd, 'wb') as f:

@@ -130,19 +130,21 @@ def training_key(recipe,     # a `Recipe`
 def trained(name,            # a recipe of `RECIPES`
             cfg,             # its `RunConfig`
             data_path=None): # 'fast' or 'book' (default: `data_path_callbacks`'s)
-    """(learner, checkpoint, seconds of training, the recipe that trained it) for recipe `name` on `cfg`: that of an
-    earlier recipe if this process trained it already"""
+    """(learner, checkpoint, seconds of training, the recipe that trained it, whether this process had trained it
+    already) for recipe `name` on `cfg`"""
     recipe = RECIPES[name]
     data_path, data_cbs = data_path_callbacks(data_path)
     key = training_key(recipe, cfg, data_path)
-    if key in _TRAINED: return _TRAINED[key]
+    if key in _TRAINED: return (*_TRAINED[key], True)
     ck, start = Checkpoint(checkpoint_dir()/f"{key}.pt"), time.perf_counter()
+    # saved with the checkpoint: a recipe that resumes another's finished training (kept for it) says whose it is
+    ck.state.setdefault('trained_by', name)
     add, remove = speed_ups()
     with resumable(ck), default_callbacks([*add, *data_cbs], remove): learn = recipe.train(cfg)
     check_every_fit_ran(ck)  # a checkpoint of more fits than this program made is another program's
-    _TRAINED[key] = learn, ck, ck.elapsed_before + time.perf_counter() - start, name
+    _TRAINED[key] = learn, ck, ck.elapsed_before + time.perf_counter() - start, ck.state['trained_by']
     while len(_TRAINED) > 2: _TRAINED.popitem(last=False)
-    return _TRAINED[key]
+    return (*_TRAINED[key], False)
 
 def presize(dls):
     "The size of the item resize (presizing) of `dls`, in px"
@@ -265,16 +267,16 @@ def recorded_run(name,                   # a recipe of `RECIPES`
         if main: print(f"{name}: this run had already finished and was recorded:\n{done}", flush=True)
         done.learn = None  # nothing was trained or loaded
         return done
-    learn, ck, train_s, trained_by = trained(name, cfg, data_path)
-    reused = trained_by != name
-    if reused and main: print(f"{name}: measuring the model trained earlier in this run by recipe {trained_by} "
-                              f"with the same settings", flush=True)
+    learn, ck, train_s, trained_by, again = trained(name, cfg, data_path)
+    reused = again or trained_by != name  # a model trained earlier, by another recipe or by this one
+    if again and main: print(f"{name}: measuring the model trained earlier in this process by recipe {trained_by} "
+                             f"with the same settings", flush=True)
     start = time.perf_counter()
     with naming_its_run(ck): acc, extra = measured(recipe, learn, ck)  # stopped here, the training is kept
     measure_s = time.perf_counter() - start
     # the wall time is what this recipe costs run alone; with the parts, and the recipe whose training it measured
     extra.update(train_s=round(train_s, 1), measure_s=round(measure_s, 1), reused_training=reused,
-                 **({'trained_by': trained_by} if reused else {}))
+                 **({'trained_by': trained_by} if trained_by != name else {}))
     dls = learn.dls
     record = RunRecord(name, cfg.mode, device_name(), len(dls.train_ds), len(dls.valid_ds),
                        sizes_trained(ck.state['epochs']), len(ck.state['epochs']), acc, round(train_s + measure_s, 1),

@@ -4,7 +4,8 @@
 #     bash scripts/lent_gpu_check.sh "$OUT/gpu" COMMIT [DEADLINE]   # COMMIT: the commit being run (no .git there)
 # DEADLINE (or $LENT_DEADLINE_S): seconds this script may take, default 585, the 600 s of a call's timeout_s less 15
 # for the archive at the end. A call's limit can be less (less device time left): pass that limit less 15, as on a
-# rerun with `timeout_s=300`: bash scripts/lent_gpu_check.sh "$OUT/gpu" COMMIT 285.
+# rerun with `timeout_s=300`: bash scripts/lent_gpu_check.sh "$OUT/gpu" COMMIT 285. Such a rerun leaves the recipes
+# about 100 s, enough for a run or two at most; the data-path benchmark still gets its 80 s.
 # Writes to $1 the ledger, summary.json, data_path.json (bench/gpu_data_path.py), optimizer_step.json
 # (bench/optimizer_step.py), gpu.txt, log.txt and lanes.tgz (each lane's log, summary and ledger): 7 files, as at most
 # 8 come back from the machine, none deeper than $OUT/a/b/. Copy them to results/gpu/, commit them, and run
@@ -61,7 +62,7 @@ timeout -k 5 90 python3 scripts/gpu_check.py /tmp/imagenette --out "$smoke" --sm
 stop_s=20
 check_s=$(( $(left) - 80 - stop_s )); (( check_s > 370 )) && check_s=370  # 80 s: the data-path benchmark
 (( check_s > 0 )) || check_s=1  # `timeout 0` would be no limit at all
-budget_min=$(python3 -c "print(round(($check_s - 40) / 60, 2))")
+budget_min=$(python3 -c "print(max(0, round(($check_s - 40) / 60, 2)))")  # 0: no run starts, the benchmarks get the time
 timeout -k "$stop_s" "$check_s" python3 scripts/gpu_check.py /tmp/imagenette --out "$out" --budget-min "$budget_min" \
   --lanes 3 --commit "$commit" 2>&1 | tee -a "$out/log.txt" || step gpu_check $?
 archive_lanes  # now: the call may yet be cut

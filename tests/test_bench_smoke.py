@@ -3,6 +3,7 @@ import importlib.util, json, os, re, signal, subprocess, sys, time
 from pathlib import Path
 
 import pytest
+import torch
 
 from imagenette_course.baseline import BOOK, REFERENCES
 from imagenette_course.data import default_presize
@@ -215,3 +216,7 @@ def test_optimizer_step_benchmark_can_skip_the_cpu_regime(tmp_path):
     run_script('bench/optimizer_step.py', '--smoke', '--no-cpu', '--out', tmp_path/'opt.json', timeout=120)
     results = json.loads((tmp_path/'opt.json').read_text())['results']
     assert [r['config'] for r in results] == ['smoke: (b) settings on the CPU']
+    if not torch.cuda.is_available():  # nothing left to measure: an error, not an empty success
+        out = subprocess.run([sys.executable, str(ROOT/'bench/optimizer_step.py'), '--no-cpu'], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 2 and 'needs a CUDA GPU' in out.stderr

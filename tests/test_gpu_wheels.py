@@ -40,11 +40,12 @@ def load_script(path):
     return module
 
 
-def test_the_image_provides_what_is_not_carried_and_spacy_and_sniffio_are_not_needed_there():
+def test_what_is_left_out_as_not_needed_is_not_imported_by_the_code_that_runs_there():
+    "NOT_NEEDED's reason holds: the GPU code imports none of them, nor fastai.text, spacy's only user"
     wheels = load_script(ROOT/'scripts/gpu_wheels.py')
-    # neither is on the image's package list: spacy is for fastai.text alone, and sniffio is imported only if installed
-    assert {'spacy', 'sniffio'} <= wheels.NOT_NEEDED and not {'spacy', 'sniffio'} & wheels.PROVIDED
-    assert not set(wheels.needed()) & (wheels.PROVIDED | wheels.NOT_NEEDED)
+    assert not {'spacy', 'sniffio'} & wheels.PROVIDED  # neither is on the image's package list
+    for f in GPU_CODE:
+        assert not set(top_level_imports(f)) & wheels.NOT_NEEDED and 'fastai.text' not in f.read_text(), f
 
 
 def test_the_pack_the_wheels_and_the_repository_fit_in_what_travels_to_a_lent_machine(monkeypatch):

@@ -215,7 +215,15 @@ def test_nothing_is_appended_to_a_file_that_is_no_ledger(tmp_path):
     before = settings.read_bytes()
     with pytest.raises(LedgerError, match=r'is not a results ledger.*Fix: --ledger'): append_record(record('a'), settings)
     assert settings.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['settings.json', 'settings.json.lock']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['settings.json']  # and no lock file left beside it
+
+
+def test_a_file_of_the_users_named_like_a_temporary_one_is_left_alone(tmp_path):
+    "The ledger is rewritten through a temporary file of a name of its own, not one a user's file may have"
+    (tmp_path/'ledger.jsonl.tmp').write_text('precious')
+    append_record(record('a'), tmp_path/'ledger.jsonl')
+    assert (tmp_path/'ledger.jsonl.tmp').read_text() == 'precious'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ledger.jsonl', 'ledger.jsonl.lock', 'ledger.jsonl.tmp']
 
 
 def test_a_wall_time_with_another_recipes_training_says_so():

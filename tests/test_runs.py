@@ -605,6 +605,7 @@ def test_a_training_a_later_recipe_measures_keeps_its_checkpoint_for_it(fake_ima
     saves = counted_saves(monkeypatch)
     tta = run_recipe('tta', 'quick', **tiny_run(fake_imagenette))
     assert saves == [] and tta.extra['run_id'] == progressive['extra']['run_id']
+    assert tta.extra['trained_by'] == 'progressive' and tta.extra['reused_training']  # the checkpoint says whose
     assert list(checkpoints.glob('*.pt')) == []
 
 
@@ -623,7 +624,7 @@ def test_a_shared_training_found_recorded_keeps_its_checkpoint_for_the_recipe_st
 
 def test_a_recipe_measuring_another_recipes_training_names_it_and_times_both_parts(fake_imagenette, checkpoints,
                                                                                    isolated_ledger):
-    "Its wall time is what it costs alone, training and measuring, each given; a recipe's own training is not reused"
+    "Its wall time is what it costs alone, training and measuring, each given; measured again, a model is reused"
     recipes.run_all('quick', names=['progressive', 'tta'], **tiny_run(fake_imagenette))
     progressive, tta = read_ledger()
     assert progressive['extra']['reused_training'] is False and 'trained_by' not in progressive['extra']
@@ -633,4 +634,4 @@ def test_a_recipe_measuring_another_recipes_training_names_it_and_times_both_par
         assert rec['wall_time_s'] == pytest.approx(rec['extra']['train_s'] + rec['extra']['measure_s'], abs=0.11)
     assert list(checkpoints.glob('*.pt')) == []
     again = run_recipe('progressive', 'quick', **tiny_run(fake_imagenette))  # measures the model this process trained
-    assert again.extra['reused_training'] is False and 'trained_by' not in again.extra
+    assert again.extra['reused_training'] is True and 'trained_by' not in again.extra  # its own training, not shared

@@ -387,7 +387,7 @@ def test_named_recipes_run_in_one_process_in_the_order_given(fake_imagenette, ca
     main(['run', 'progressive', 'tta', '--data', str(fake_imagenette), '--mode', 'quick', '--size', '32', '--bs', '8',
           '--epochs', '1'])
     assert [r['recipe'] for r in read_ledger()] == ['progressive', 'tta']
-    assert 'measuring the model trained earlier in this run' in capsys.readouterr().out
+    assert 'measuring the model trained earlier in this process by recipe progressive' in capsys.readouterr().out
 
 
 def test_run_all_runs_every_recipe_in_order_with_noisy_labels(fake_imagenette, tmp_path, monkeypatch, capsys,
@@ -402,7 +402,7 @@ def test_run_all_runs_every_recipe_in_order_with_noisy_labels(fake_imagenette, t
     assert [r['recipe'] for r in read_ledger()] == names
     assert {r['config']['noise'] for r in read_ledger()} == {5} and 'imagenette, 5% noisy labels' in out
     assert f'recipe {len(names)} of {len(names)}: sota' in out and "the course's committed full-mode GPU run" in out
-    assert 'measuring the model trained earlier in this run' in out  # tta reuses progressive's training
+    assert 'measuring the model trained earlier in this process by recipe progressive' in out  # tta reuses its training
 
 
 def test_quick_baseline_from_the_command_line(shared_data, tmp_path):

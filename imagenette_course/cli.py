@@ -181,8 +181,7 @@ def run(args):
                     size=args.size, bs=args.bs, seed=args.seed, presize=args.presize)
     if len(run_names(args)) == 1: run_recipe(args.recipes[0], args.mode, args.ledger, args.data_path, **settings)
     else:  # in one process: a recipe that trains as an earlier one did (tta, progressive's) reuses its training
-        names = None if args.recipes == ['all'] else args.recipes  # None: every one, in chapter order
-        run_all(args.mode, args.ledger, args.data_path, names=names, **settings)
+        run_all(args.mode, args.ledger, args.data_path, names=run_names(args), **settings)
 
 # %% ../nbs/94_cli.ipynb #faec38c0
 def recorded_recipes(ledger=None):

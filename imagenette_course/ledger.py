@@ -282,8 +282,7 @@ def plot_comparison(records,   # ledger records (`read_ledger`)
     ax1.bar(range(len(runs)), [r['accuracy'] for r in runs], label='measured here')
     tta = [(i, r['extra']['accuracy_tta']) for i, r in enumerate(runs) if 'accuracy_tta' in r.get('extra', {})]
     if tta: ax1.scatter(*zip(*tta), marker='D', color='C1', zorder=3, label='measured here, with TTA')
-    marks = [(i, book_accuracy(r['recipe'])) for i, r in enumerate(runs) if on_the_books_data(r)]
-    marks = [(i, acc) for i, acc in marks if acc]  # the recipes the book has
+    marks = [(i, acc) for i, r in enumerate(runs) if on_the_books_data(r) and (acc := book_accuracy(r['recipe']))]
     if marks: ax1.scatter(*zip(*marks), marker='o', facecolors='none', edgecolors='k', zorder=3,
                           label="the book's notebook (reference)")
     gpu = [(i, full_mode_result(r['recipe'])) for i, r in enumerate(runs) if data_name(r) == 'imagenette']

@@ -7,9 +7,9 @@ Docs: https://imagenette-course.github.io/imagenette_course/data.html.md"""
 # %% auto #0
 __all__ = ['DATASETS', 'CLASS_NAMES', 'SPLITS', 'MODES', 'BOOK_PRESIZE', 'BOOK_SIZE', 'NOISE_LEVELS', 'Dataset', 'dataset_info',
            'DataError', 'resolve_data_path', 'class_name', 'check_counts', 'RunConfig', 'device_name', 'get_mode',
-           'run_config', 'balanced_subset', 'looks_like', 'nearby_dataset', 'check_imagenette', 'image_problem',
-           'drop_unreadable', 'imagenette_items', 'check_split', 'check_every_class_left', 'default_presize',
-           'check_noise', 'read_noisy_labels', 'NoisyLabel', 'get_dls']
+           'run_config', 'balanced_subset', 'looks_like', 'nearby_dataset', 'foreign_split', 'check_imagenette',
+           'image_problem', 'drop_unreadable', 'imagenette_items', 'check_split', 'check_every_class_left',
+           'default_presize', 'check_noise', 'read_noisy_labels', 'NoisyLabel', 'get_dls']
 
 # %% ../nbs/01_data.ipynb #92fc4ba8
 import numbers, os, random, warnings
@@ -53,7 +53,7 @@ DATASETS = {d.name: d for d in [
 CLASS_NAMES = DATASETS['imagenette'].classes
 SPLITS = ('train', 'val')
 
-def dataset_info(name='imagenette'):
+def dataset_info(name='imagenette'): # a name of `DATASETS`: 'imagenette' or 'imagewoof'
     "The `Dataset` called `name`"
     if name not in DATASETS: raise ValueError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)} (--dataset)")
     return DATASETS[name]
@@ -69,6 +69,7 @@ def resolve_data_path(path=None,            # a folder holding train/ and val/; 
     if path is None and not os.environ.get(ds.env):
         try: return Path(untar_data(ds.url))
         except Exception as e:
+            print(flush=True)  # on a console the download's progress bar leaves its line open ('█\r'): end it
             raise DataError(
                 f"{ds.name} was not found: no path was given, {ds.env} is not set, and downloading it with "
                 f"fastai's untar_data failed ({type(e).__name__}: {e}). Fix: point the course at a local copy with "
@@ -84,7 +85,7 @@ def resolve_data_path(path=None,            # a folder holding train/ and val/; 
 # %% ../nbs/01_data.ipynb #c14d9e3e
 _ALL_CLASSES = {wnid: name for ds in DATASETS.values() for wnid, name in ds.classes.items()}
 
-def class_name(fn):
+def class_name(fn): # an image file in its class folder, named by WordNet id
     "The human-readable class of image file `fn`, from its parent folder's WordNet id"
     return _ALL_CLASSES[parent_label(fn)]
 
@@ -142,7 +143,7 @@ def device_name():
     "The device fastai trains on, in words"
     return f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else 'cpu'
 
-def get_mode(mode=None):
+def get_mode(mode=None): # 'quick' or 'full'; `None`: from the environment and the hardware
     "`mode` if given, else `$IMAGENETTE_MODE`, else 'quick' in a test run (`$IN_TEST`) or on a CPU, 'full' on a GPU"
     # IN_TEST: nbdev-test and nbval run every notebook at once, which only quick mode's sizes are meant for
     full = torch.cuda.is_available() and not os.environ.get('IN_TEST')
@@ -169,35 +170,57 @@ def balanced_subset(files,       # image files, in class folders
     return [f for c in sorted(by_class) for f in rng.sample(by_class[c], min(n_per_class, len(by_class[c])))]
 
 # %% ../nbs/01_data.ipynb #dd9751f6
-def looks_like(path):
+def looks_like(path): # a folder that should hold train/ and val/
     "The dataset whose classes are the folders of `path/train`, if any"
     found = {d.name for d in (Path(path)/'train').glob('n*') if d.is_dir()}
     return next((ds.name for ds in DATASETS.values() if found and found <= set(ds.classes)), None)
 
 def nearby_dataset(path): # a folder given as the dataset's, which isn't
-    "A folder beside `path` that holds train/ and val/: the parent of a split folder, or a dataset inside `path`"
+    "A folder near `path` that holds train/ and val/: above a split or class folder, or a dataset inside `path`"
     path = Path(path)
     def has_splits(d):
         try: return all((d/split).is_dir() for split in SPLITS)
         except OSError: return False  # a folder you may not look into, such as a disk's lost+found
-    try: near = [path.parent] if path.name in SPLITS else sorted(path.iterdir()) if path.is_dir() else []
+    try:
+        if path.name in SPLITS: near = [path.parent]
+        elif path.parent.name in SPLITS: near = [path.parent.parent]  # a class folder, such as train/n01440764
+        else: near = sorted(path.iterdir()) if path.is_dir() else []
     except OSError: return None
     return next((d for d in near if has_splits(d)), None)
+
+def foreign_split(folder, # a split folder holding none of the dataset's class folders
+                  ds):    # the `Dataset` expected there
+    "A line on what `folder` holds instead of `ds`'s class folders, and {folder: WordNet id} of any named as people do"
+    key = lambda name: name.lower().replace('_', ' ')  # 'English_springer' and 'english springer' alike
+    by_name = {key(name): wnid for wnid, name in ds.classes.items()}
+    folders = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    renames = {d: by_name[key(d)] for d in folders if key(d) in by_name}
+    if renames: return (f"{folder} names its class folders as people do ({', '.join(renames)}): {ds.name}'s are "
+                        f"named by WordNet id", renames)
+    shown = [f"{d}/" for d in folders[:5]] + ([f"{len(folders) - 5} more folders"] if len(folders) > 5 else [])
+    n_files = len(get_image_files(folder, recurse=False))
+    held = ', '.join(shown + ([f"{n_files} image file" + 's' * (n_files > 1)] if n_files else [])) or 'nothing'
+    return f"{folder} holds none of {ds.name}'s class folders: it holds {held}", {}
 
 def check_imagenette(path,                 # the folder that should hold train/ and val/
                      dataset='imagenette'): # a name of `DATASETS`: which class folders to expect
     "Raise `DataError` naming every missing split, missing or empty class folder, and unexpected folder under `path`"
-    path, ds, problems = Path(path), dataset_info(dataset), []
+    path, ds, problems, renames = Path(path), dataset_info(dataset), [], {}
     for split in SPLITS:
         if not (path/split).is_dir():
             problems.append(f"missing split folder {path/split}")
             continue
+        if not any((path/split/wnid).is_dir() for wnid in ds.classes):  # another dataset: one line, not 10 missing
+            line, found = foreign_split(path/split, ds)
+            problems.append(line); renames.update(found)
+            continue
         for wnid, name in ds.classes.items():
             folder = path/split/wnid
             if not folder.is_dir(): problems.append(f"missing class folder {folder} ({name})")
-            elif not os.access(folder, os.R_OK | os.X_OK): problems.append(f"class folder {folder} ({name}) can't be read: "
-                                                                           f"its permissions don't let you")
-            elif not (files := get_image_files(folder)): problems.append(f"empty class folder {folder} ({name}): no image files")
+            elif not os.access(folder, os.R_OK | os.X_OK):
+                problems.append(f"class folder {folder} ({name}) can't be read: its permissions don't let you")
+            elif not (files := get_image_files(folder)):
+                problems.append(f"empty class folder {folder} ({name}): no image files")
             else: problems += [f"unexpected folder {d} with images inside class folder {folder}: its images have no "
                                f"label (move them up into {folder}, or delete the folder)"
                                for d in sorted({f.parent for f in files} - {folder})]
@@ -212,13 +235,19 @@ def check_imagenette(path,                 # the folder that should hold train/ 
             raise DataError(f"{path} holds {other}, not {ds.name}: its class folders are {other}'s. "
                             f"Fix: pass --dataset {other} on the command line (dataset='{other}' in Python), or point "
                             f"{ds.env} / --data at {ds.name}.")
-        fix = (f"{near} holds train/ and val/: did you mean that folder?\nFix: --data {near} (or {ds.env}={near})"
-               if near else f"Fix: re-extract {ds.name} there, or point {ds.env} / --data at a complete copy.")
+        if near:
+            fix = f"{near} holds train/ and val/: did you mean that folder?\nFix: --data {near} (or {ds.env}={near})"
+        elif renames: fix = ("Fix: rename each class folder to its WordNet id: " +
+                             ', '.join(f"{name} → {wnid}" for name, wnid in renames.items()))
+        elif not any((path/s/wnid).is_dir() for s in SPLITS for wnid in ds.classes):  # nothing to re-extract over
+            fix = (f"Fix: point --data (or {ds.env}) at the {ds.name} folder, whose train/ and val/ hold its class "
+                   f"folders ({', '.join(ds.classes)}).")
+        else: fix = f"Fix: re-extract {ds.name} there, or point {ds.env} / --data at a complete copy."
         raise DataError(f"{path} is not a complete {ds.name} folder:\n  " + "\n  ".join(problems) + "\n" + fix)
     return path
 
 # %% ../nbs/01_data.ipynb #eb1df25d
-def image_problem(fn):
+def image_problem(fn): # an image file
     "Why `fn` can't be used as an image (`None` if it decodes fully)"
     try:
         with Image.open(fn) as im: im.load()
@@ -303,7 +332,8 @@ NOISE_LEVELS = (0, 1, 5, 25, 50)
 def check_noise(noise,            # % of training labels to change
                 split='official'): # the run's split: noisy labels exist for the official training images only
     "`ValueError` unless `noise` is one of `NOISE_LEVELS`, and 0 on any split but the official one"
-    if noise not in NOISE_LEVELS:
+    # `in` alone would let 5.0 and True (== 1) through, to fail later as a column the CSV lacks
+    if isinstance(noise, bool) or not isinstance(noise, numbers.Integral) or noise not in NOISE_LEVELS:
         raise ValueError(f"noise must be one of {NOISE_LEVELS} (% of training labels changed), not {noise!r}")
     if noise and split != 'official': raise ValueError("noisy labels are for the official split's training images")
 

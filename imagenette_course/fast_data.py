@@ -76,7 +76,7 @@ def _tfm_key(t):
     fns = tuple(m.implementation for m in t.encodes.methods) if hasattr(t, 'encodes') else ()
     return f"{type(t).__module__}.{type(t).__qualname__}", fns, repr(init_args(t))  # not per-call state (`Resize.pcts`)
 
-def pixel_key(dl):
+def pixel_key(dl): # a `TfmdDL` to decode once
     "What fixes the images `decode_once(dl)` makes: its items (file paths, in order) and item transforms; `None`: unknown"
     ds = dl.dataset
     items = ds.items if isinstance(getattr(ds, 'items', None), (list, tuple, L)) else None  # a DataFrame: no key
@@ -84,7 +84,7 @@ def pixel_key(dl):
     return (tuple(map(os.fspath, items)), tuple(map(_tfm_key, ds.tls[0].tfms.fs)),
             tuple(map(_tfm_key, dl.after_item.fs)), DECODE_SPLIT)
 
-def decode_labels(dl):
+def decode_labels(dl): # a `TfmdDL`
     "The labels of `dl`'s items, in order, from its label pipeline alone: no image is opened"
     if not hasattr(dl.dataset, 'tls'): return decode_once(dl)[1]
     with dl.dataset.set_split_idx(DECODE_SPLIT): return torch.stack(list(dl.dataset.tls[1]))

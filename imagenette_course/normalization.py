@@ -33,11 +33,13 @@ def channel_stats(files,       # image files to measure
                   n_workers=2  # threads, each streaming its share of `files`
                  ):
     "Per-channel mean and standard deviation of all the pixels of `files`, one image in memory per worker"
+    if not len(files): raise ValueError("channel_stats: there are no image files to measure (`files` is empty)")
     n_workers = max(n_workers, 1)
     sums = parallel(pixel_sums, [files[i::n_workers] for i in range(n_workers)], n_workers=n_workers, threadpool=True)
     n, s, s2 = (sum(parts) for parts in zip(*sums))
     mean = s / n
-    return mean, np.sqrt(s2 / n - mean**2)
+    # at 0, not NaN: for a channel of (nearly) one value, rounding can leave Σx²/n − mean² just below 0
+    return mean, np.sqrt(np.maximum(s2 / n - mean**2, 0))
 
 # %% ../nbs/03_normalization.ipynb #a538efad
 def right_per_image(learn): # a trained `Learner`

@@ -32,7 +32,7 @@ class EpochTimer(Callback):
     def after_train(self):
         if self.size: self.times.append((self.size, time.perf_counter() - self.start))
 
-def seconds_per_epoch(times):
+def seconds_per_epoch(times): # [(image size in px, seconds)] of the epochs, as `EpochTimer.times` holds them
     "Mean seconds per epoch for each image size of `EpochTimer.times`: {px: seconds}"
     by_size = {}
     for size, secs in times: by_size.setdefault(size, []).append(secs)
@@ -42,7 +42,7 @@ def seconds_per_epoch(times):
 SMALL_STAGE = dict(quick=(32, 1), full=(128, 4))  # (image size in px, epochs) of the first stage; full: the book's
 PROGRESSIVE_SETTINGS = dict(quick=dict(epochs=1))  # `run_config(per_mode=...)`: quick trains 1 + 1 + 1 epochs
 
-def small_stage(cfg):
+def small_stage(cfg): # a `RunConfig` (`run_config`)
     "(size, epochs) of the first stage in `cfg`'s mode; half of `cfg.size` where the mode's size isn't smaller than it"
     size, epochs = SMALL_STAGE[cfg.mode]
     return (size if size < cfg.size else cfg.size // 2), epochs

@@ -29,8 +29,9 @@ from .tta import compare_tta, fastai_tta
 from .mixup import mixup
 from .label_smoothing import label_smoothing
 from .sota import SOTA_SETTINGS, sota
-from .ledger import (
-    LedgerError, RunRecord, append_record, comparison_table, ledger_path, ledger_problem, read_ledger)
+from imagenette_course.ledger import (
+    LedgerError, RunRecord, append_record, comparison_table, ledger_path, ledger_problem, read_ledger,
+    special_file_problem)
 from imagenette_course.resume import (
     Checkpoint, RunError, check_every_fit_ran, checkpoint_dir, default_callbacks, naming_its_run, resumable, run_key,
     training_alone)
@@ -46,13 +47,13 @@ class Recipe:
     per_mode: dict = field(default_factory=dict)  # settings that differ from the mode's, e.g. `dict(quick=dict(epochs=1))`
     evaluate: callable = None  # `learn -> dict` of results beyond the accuracy, e.g. with TTA
 
-def tta_comparison(learn):
+def tta_comparison(learn): # a trained `Learner`
     """Chapter 5's measurements on `learn`: the centre crop against fastai's, the from-scratch and the flip-only TTA,
     and against the one view at the training crops' scale"""
     ways = compare_tta(learn)
     return dict(accuracy_tta=ways['fastai learn.tta']['accuracy'], tta=ways)
 
-def with_tta(learn):
+def with_tta(learn): # a trained `Learner`
     "Accuracy of `learn` with fastai's TTA"
     preds, targs = fastai_tta(learn)
     return dict(accuracy_tta=accuracy(preds, targs).item())
@@ -92,17 +93,19 @@ def writable_folder(folder, # the folder to check (made if missing)
         why = e.strerror or e if existing.is_dir() else f"{existing} is a file, not a folder"
         raise RunError(f"{what} can't be written in {folder} ({why}). Fix: {fix}") from None
 
-def check_ledger(path=None):
+def check_ledger(path=None): # the ledger file (default: `ledger_path()`)
     "`RunError` now, before training, if the results ledger at `path` couldn't be written or isn't a ledger"
     path, fix = ledger_path(path), "--ledger FILE (or IMAGENETTE_LEDGER) naming a .jsonl file in a folder you can write to"
     if path.is_dir(): raise RunError(f"the ledger {path} is a folder. Fix: {fix}")
+    if path.exists() and (problem := special_file_problem(path)):  # /dev/null: moving it away is no fix
+        raise RunError(f"{problem}. Fix: {fix}; to keep nothing, name a throwaway file")
     # a broken line is `report`'s to name, not a reason to stop; a file with no record at all is another file
     if path.exists() and (problem := ledger_problem(path)): raise RunError(f"{problem}. Fix: {fix}, or move that file away")
     real = path.resolve()  # a symlinked ledger: `append_record` writes beside the file it points to
     writable_folder(real.parent, f"the ledger {real.name}", fix)
     return path
 
-def check_run_folders(ledger=None):
+def check_run_folders(ledger=None): # the ledger file (default: `ledger_path()`)
     "Check the ledger and the checkpoint folder before a run starts"
     check_ledger(ledger)
     writable_folder(checkpoint_dir(), "checkpoints", "IMAGENETTE_CHECKPOINTS naming a folder you can write to")
@@ -112,7 +115,7 @@ _TRAINED = OrderedDict()  # training key -> (learner, checkpoint, seconds of tra
 
 DATA_PATHS = ('fast', 'book')
 
-def data_path_callbacks(data_path=None):
+def data_path_callbacks(data_path=None): # 'fast', 'book', or `None` for the default
     "(data path, callbacks): 'fast' decodes each image once (appendix 92a), 'book' loads as `get_dls` does; default: fast on a GPU"
     data_path = data_path or ('fast' if torch.cuda.is_available() else 'book')
     if data_path not in DATA_PATHS: raise ValueError(f"unknown data path {data_path!r}: use one of {', '.join(DATA_PATHS)}")
@@ -146,11 +149,11 @@ def trained(name,            # a recipe of `RECIPES`
     while len(_TRAINED) > 2: _TRAINED.popitem(last=False)
     return (*_TRAINED[key], False)
 
-def presize(dls):
+def presize(dls): # a `DataLoaders` made by `get_dls`
     "The size of the item resize (presizing) of `dls`, in px"
     return next(t.size[0] for t in dls.train.after_item.fs if isinstance(t, Resize))
 
-def sizes_trained(epochs):
+def sizes_trained(epochs): # a checkpoint's epoch log: (size, seconds) per epoch
     "The image sizes of a run's epoch log, each once, in order: [32, 64] for epochs at 32, 32, 64"
     return [s for i, (s, _) in enumerate(epochs) if i == 0 or s != epochs[i - 1][0]]
 

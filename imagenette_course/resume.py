@@ -36,7 +36,7 @@ class RunError(Exception):
 class CheckpointError(RunError):
     "A checkpoint can't be used; the message says why and what to do."
 
-def checkpoint_dir(path=None):
+def checkpoint_dir(path=None): # the folder given by the user (`None`: not given)
     "Where checkpoints go: `path`, else `$IMAGENETTE_CHECKPOINTS`, else `~/.imagenette_course/checkpoints`"
     return course_path(path, 'IMAGENETTE_CHECKPOINTS', 'checkpoints')
 
@@ -50,11 +50,11 @@ def run_key(name, # what is trained, e.g. the training function's name
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     return f"{name}-{cfg.mode}-{digest}"
 
-def unwrapped(model):
+def unwrapped(model): # a model, or a data-parallel wrapper around one
     "The model itself, without a data-parallel wrapper"
     return getattr(model, 'module', model)
 
-def plain_values(d):
+def plain_values(d): # a dict of an optimizer's state or hyper-parameters
     "`d` with numpy scalars turned into Python numbers: `torch.load(weights_only=True)` accepts only plain types"
     return {k: v if isinstance(v, torch.Tensor) or not hasattr(v, 'item') else v.item() for k, v in d.items()}
 
@@ -120,7 +120,7 @@ class Checkpoint:
                                f"check its permissions and the disk, then run the same command again.")
 
     def restore(self, learn):
-        "Load the saved weights, optimizer state, loss scale and random states into `learn`"
+        "Load the saved weights, optimizer state, loss scale, random states and smoothed loss into `learn`"
         saved = self.read()
         try: unwrapped(learn.model).load_state_dict(saved['model'])
         except RuntimeError as e:
@@ -135,9 +135,14 @@ class Checkpoint:
         # float16's loss scale (bfloat16's scaler is disabled, and older checkpoints have none)
         if saved.get('scaler') and getattr(learn, 'scaler', None) and learn.scaler.is_enabled():
             learn.scaler.load_state_dict(saved['scaler'])
+        # the Recorder's smoothed training loss, its `train_loss` column: it started it again at this fit's start,
+        # before `RunTracker` (order 55, after the Recorder's 50) restores it; older checkpoints have none
+        if 'smooth_loss' in saved and getattr(learn, 'recorder', None):
+            smooth = learn.recorder.smooth_loss
+            smooth.count, smooth.val = saved['smooth_loss']['count'], saved['smooth_loss']['val']
 
     def save(self, learn):
-        "Write the state, weights, optimizer and loss-scale state and random states (main process only), atomically"
+        "Write the state, weights, optimizer and loss-scale state, random states and smoothed loss (main process only)"
         self.state['elapsed'] = self.elapsed_before + time.perf_counter() - self.opened
         if rank_distrib(): return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,6 +150,9 @@ class Checkpoint:
         if opt: opt = dict(state=[plain_values(s) for s in opt['state']], hypers=[plain_values(h) for h in opt['hypers']])
         saved = dict(model=unwrapped(learn.model).state_dict(), opt=opt, state=self.state, rng=rng_states(learn.dls))
         if getattr(learn, 'scaler', None): saved['scaler'] = learn.scaler.state_dict()  # fastai's MixedPrecision's
+        if getattr(learn, 'recorder', None):  # the same in every process: fastai gathers the losses it smooths
+            smooth = learn.recorder.smooth_loss  # its value a fastai `TensorBase`, which `weights_only` refuses
+            saved['smooth_loss'] = dict(count=smooth.count, val=smooth.val.as_subclass(torch.Tensor))
         # one name: a save killed half-way leaves one file, which the next save overwrites (a run trains in one
         # process at a time, `training_alone`, so no other process writes it)
         tmp = self.path.with_name(self.path.name + '.tmp')

@@ -18,8 +18,10 @@ MIXUP_MIN_EPOCHS = 80  # Imagenette README, "Tips": "Data augmentation like mixu
 SOTA_SETTINGS = PROGRESSIVE_SETTINGS  # the run lengths of chapter 4's progressive resizing
 
 # %% ../nbs/08_sota.ipynb #3890a4de
-def sota(cfg,            # a `RunConfig` (`run_config`)
-         use_mixup:bool|None=None): # add `MixUp()`; default: only when the run has at least `MIXUP_MIN_EPOCHS` epochs
+def sota(cfg,                    # a `RunConfig` (`run_config`)
+         use_mixup:bool|None=None, # add `MixUp()`; default: only when the run has at least `MIXUP_MIN_EPOCHS` epochs
+         cbs=()):                  # more callbacks for the `Learner`, e.g. one that watches the training
     "Normalized images, a size ramp in one cycle and `LabelSmoothingCrossEntropy` (plus mixup in long runs), trained"
     if use_mixup is None: use_mixup = progressive_epochs(cfg) >= MIXUP_MIN_EPOCHS
-    return progressive_schedule(cfg, loss_func=LabelSmoothingCrossEntropy(), cbs=[MixUp()] if use_mixup else [])
+    mix = [MixUp()] if use_mixup else []
+    return progressive_schedule(cfg, loss_func=LabelSmoothingCrossEntropy(), cbs=mix + list(cbs))

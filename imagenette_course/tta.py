@@ -84,10 +84,13 @@ def flip_tta(learn,    # a trained `Learner`
 
 # %% ../nbs/05_tta.ipynb #e9f6164f
 def training_crop_side(dl): # a fastai `DataLoader` with batch augmentations
-    "The mean side of `dl`'s random-resized training crops, as a share of the image's side (1 if it has none)"
+    "Mean side of `dl`'s square (`ratio=(1,1)`) random-resized training crops, as a share of the image's (1 if none)"
     crop = next((t for t in dl.after_batch.fs if isinstance(t, RandomResizedCropGPU)), None)
     if crop is None: return 1.
-    lo, hi = crop.min_scale, crop.max_scale  # the crop's area, as a share of the image's, is uniform in [lo, hi]
+    if tuple(crop.ratio) != (1, 1):  # a random aspect ratio changes each side's share, not only the area's
+        raise ValueError("training_crop_side needs square crops, RandomResizedCropGPU(ratio=(1,1)) as aug_transforms "
+                         f"makes them; this one has ratio={crop.ratio}")
+    lo, hi = crop.min_scale, crop.max_scale  # a square crop's area, as a share of the image's, is uniform in [lo, hi]
     return math.sqrt(lo) if hi == lo else 2 / 3 * (hi**1.5 - lo**1.5) / (hi - lo)  # the mean of its square root
 
 def at_training_scale(dl): # a fastai validation `DataLoader`

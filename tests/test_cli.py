@@ -83,6 +83,15 @@ def test_a_recipe_may_be_named_as_its_training_function():
     assert make_parser().parse_args(['run', 'label_smoothing']).recipes == ['label-smoothing']
 
 
+def test_the_help_gives_each_recipes_default_epochs():
+    from imagenette_course.recipes import recipe_config
+    shown = next(a.help for a in make_parser().commands['run']._actions if a.dest == 'epochs')
+    assert f"{MODES['quick'].epochs} quick / {MODES['full'].epochs} full" in shown
+    fewer = [n for n in recipes.recipe_names() if recipe_config(n, 'quick').epochs != MODES['quick'].epochs]
+    quick = recipe_config(fewer[0], 'quick').epochs
+    assert f"but {quick} in quick mode for {', '.join(fewer[:-1])} and {fewer[-1]}," in shown
+
+
 def test_pgf_without_latex_is_refused_before_the_table(monkeypatch, capsys):
     import shutil
     monkeypatch.setattr(shutil, 'which', lambda name: None)
@@ -93,6 +102,15 @@ def test_pgf_without_latex_is_refused_before_the_table(monkeypatch, capsys):
 def test_a_plot_path_that_is_a_folder_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit) as e: main(['report', '--plot', str(tmp_path)])
     assert e.value.code == 2 and f"--plot {tmp_path}: that is a folder" in capsys.readouterr().err
+
+
+def test_a_plot_path_from_home_is_expanded(tmp_path, monkeypatch, capsys, isolated_ledger):
+    monkeypatch.setenv('HOME', str(tmp_path))
+    append_record(dict(recipe='baseline', mode='quick', device='cpu', sizes=[64], epochs=1, accuracy=0.5,
+                       wall_time_s=1.0), isolated_ledger)
+    main(['report', '--plot=~/results.png'])  # no shell expands a ~ after '='
+    assert capsys.readouterr().out.splitlines()[-1] == f"figures saved to {tmp_path/'results.png'}"
+    assert (tmp_path/'results.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
 def test_incomplete_data_folder_is_reported_before_training(fake_imagenette, capsys, isolated_ledger):
@@ -211,6 +229,49 @@ def test_a_sigchld_pending_with_the_sigterm_prints_no_traceback():
     assert out.stdout == 'interrupted\n' and out.stderr == '', out.stderr
 
 
+def test_the_commands_run_where_there_is_no_sigchld(tmp_path):
+    "On Windows `signal` has no SIGCHLD: the commands still run, and a SIGTERM still ends them as Ctrl-C does"
+    code = """if True:
+        import os, signal, sys
+        import imagenette_course.data, imagenette_course.ledger, imagenette_course.resume  # all the command imports
+        del signal.SIGCHLD  # as on Windows
+        from imagenette_course.cli import main, sigterm_as_ctrl_c
+        main(['report', '--ledger', sys.argv[1]])
+        try:
+            with sigterm_as_ctrl_c(): os.kill(os.getpid(), signal.SIGTERM); sum(range(10))
+        except KeyboardInterrupt: print('interrupted')
+    """
+    (ledger := tmp_path/'ledger.jsonl').write_text('')
+    out = subprocess.run([sys.executable, '-c', code, str(ledger)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert 'No runs recorded yet' in out.stdout and out.stdout.endswith('interrupted\n')
+
+
+@pytest.mark.parametrize('argv', [['report'], ['run', 'baseline']])
+def test_a_sigterm_while_the_command_loads_torch_ends_it_as_ctrl_c_does(argv):
+    "The first seconds of a command import torch and fastai: a SIGTERM then says that nothing was written, too"
+    code = """if True:
+        import builtins, sys, time
+        real_import = builtins.__import__
+        def slow_torch(name, *args, **kwargs):  # torch's import held, as on a slow disk, until the SIGTERM comes
+            if name == 'torch' and 'torch' not in sys.modules: print('importing torch', flush=True); time.sleep(120)
+            return real_import(name, *args, **kwargs)
+        builtins.__import__ = slow_torch
+        from imagenette_course.cli import main
+        main(sys.argv[1:])
+    """
+    command = subprocess.Popen([sys.executable, '-c', code, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        assert command.stdout.readline() == 'importing torch\n'
+        command.send_signal(signal.SIGTERM)
+        out, err = command.communicate(timeout=60)
+    finally:
+        if command.poll() is None: command.kill()
+    assert (command.returncode, err) == (128 + signal.SIGTERM,
+                                         'imagenette-course: interrupted before it began: nothing was written\n')
+
+
 def child_states(pid):
     "{child's pid: its state} of the processes `pid` started, such as a loader's workers (Linux); 'Z': ended"
     found = {}
@@ -302,6 +363,24 @@ def test_an_interrupted_plot_leaves_the_earlier_figure_whole(tmp_path, monkeypat
     assert fname.read_bytes() == earlier and [p.name for p in tmp_path.iterdir()] == ['results.svg']
 
 
+def test_two_saves_of_the_same_figure_file_at_once_keep_out_of_each_others_way(tmp_path, monkeypatch):
+    "Two `report --plot results.png` at once: neither removes the other's temporary file"
+    import matplotlib.pyplot as plt
+    from imagenette_course.cli import save_whole
+    fig, fname, saved = plt.figure(), tmp_path/'results.png', []
+    savefig = type(fig).savefig
+    def with_another_save(self, f, **kwargs):
+        savefig(self, f, **kwargs)
+        saved.append(f)
+        if len(saved) == 1: save_whole(self, str(fname))  # the other report's, before this one renames its file
+    monkeypatch.setattr(type(fig), 'savefig', with_another_save)
+    save_whole(fig, str(fname))
+    plt.close(fig)
+    assert len(set(saved)) == 2 and [p.name for p in tmp_path.iterdir()] == ['results.png']
+    umask = os.umask(0o22); os.umask(umask)  # read, and put back
+    assert fname.stat().st_mode & 0o777 == 0o666 & ~umask  # as savefig makes a file: not only its owner's
+
+
 class Configured(Exception): "Carries the config a stand-in recipe was called with"
 
 def test_split_and_presize_reach_the_recipe(fake_imagenette, monkeypatch, isolated_ledger):
@@ -345,6 +424,22 @@ def test_a_presize_below_the_runs_size_is_refused_before_the_data_is_looked_for(
     err = capsys.readouterr().err
     assert e.value.code == 2 and f"is smaller than the run's image size, {size} px. Fix: --presize {size} or more" in err
     assert 'not_downloaded_yet' not in err and not isolated_ledger.exists()
+
+
+@pytest.mark.parametrize('bad', ['ledger', 'checkpoints'])
+def test_a_ledger_or_checkpoint_folder_that_cant_be_used_is_named_before_the_data_is_looked_for(tmp_path, monkeypatch,
+                                                                                                capsys, bad):
+    "Looking for the data may download it for minutes: a bad --ledger or IMAGENETTE_CHECKPOINTS is named first"
+    import imagenette_course.data as data
+    def looked_for(*args, **kwargs): raise AssertionError("the data was looked for before the run's folders")
+    monkeypatch.setattr(data, 'resolve_data_path', looked_for)
+    (a_file := tmp_path/'a_file').write_text('')
+    if bad == 'checkpoints': monkeypatch.setenv('IMAGENETTE_CHECKPOINTS', str(a_file/'checkpoints'))
+    ledger = ['--ledger', str(tmp_path)] if bad == 'ledger' else []  # a folder, not a ledger
+    with pytest.raises(SystemExit) as e: main(['run', 'baseline', '--mode', 'quick', *ledger])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert ('is a folder. Fix: --ledger FILE' if ledger else "checkpoints can't be written") in err
 
 
 def test_report_of_a_ledger_that_is_not_there_says_so(tmp_path, capsys):

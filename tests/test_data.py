@@ -38,6 +38,20 @@ def test_offline_download_gives_one_clear_error(monkeypatch):
     assert e.value.__cause__ is None and e.value.__suppress_context__
 
 
+def test_a_failed_download_ends_the_progress_bars_line_before_the_error(monkeypatch, capsys, tmp_path):
+    "fastprogress's console bar writes '█\\r' and no line end: the error printed after it would share its line"
+    monkeypatch.delenv('IMAGENETTE_PATH', raising=False)
+    def offline(*args, **kwargs):
+        print('█', end='\r')
+        raise urllib.error.URLError('offline')
+    monkeypatch.setattr(data, 'untar_data', offline)
+    with pytest.raises(DataError): resolve_data_path()
+    assert capsys.readouterr().out.endswith('\n')
+    monkeypatch.setattr(data, 'untar_data', lambda url: tmp_path)
+    resolve_data_path()
+    assert capsys.readouterr().out == ''  # no blank line when the download works
+
+
 def test_download_used_when_nothing_is_set(monkeypatch, tmp_path):
     monkeypatch.delenv('IMAGENETTE_PATH', raising=False)
     monkeypatch.setattr(data, 'untar_data', lambda url: tmp_path)
@@ -63,7 +77,7 @@ def test_missing_and_empty_classes_are_named(fake_imagenette):
     msg = str(e.value)
     assert 'missing class folder' in msg and 'train/n03028079 (church)' in msg
     assert 'empty class folder' in msg and 'val/n01440764 (tench)' in msg
-    assert 'Fix:' in msg
+    assert 'Fix: re-extract imagenette there' in msg  # the dataset is there, damaged
 
 
 def test_a_split_folder_given_for_the_dataset_says_to_give_the_folder_above(fake_imagenette):
@@ -72,6 +86,29 @@ def test_a_split_folder_given_for_the_dataset_says_to_give_the_folder_above(fake
     assert f"{fake_imagenette} holds train/ and val/: did you mean that folder?" in msg
     assert msg.endswith(f"Fix: --data {fake_imagenette} (or IMAGENETTE_PATH={fake_imagenette})")
     assert 're-extract' not in msg  # the data is fine: only the path is wrong
+
+
+def test_a_class_folder_given_for_the_dataset_says_to_give_the_folder_two_above(fake_imagenette):
+    with pytest.raises(DataError) as e: check_imagenette(fake_imagenette/'train'/'n01440764')
+    assert str(e.value).endswith(f"Fix: --data {fake_imagenette} (or IMAGENETTE_PATH={fake_imagenette})")
+
+
+def test_another_datasets_folder_gets_a_line_per_split_and_the_path_as_fix(tmp_path):
+    other = fake_dataset(tmp_path/'pets', ['cats', 'dogs'])
+    with pytest.raises(DataError) as e: check_imagenette(other)
+    msg = str(e.value)
+    assert f"{other/'train'} holds none of imagenette's class folders: it holds cats/, dogs/" in msg
+    assert msg.count('\n') == 3  # the heading, a line per split, the fix: not 20 missing and 4 unexpected folders
+    assert 'Fix: point --data (or IMAGENETTE_PATH) at the imagenette folder' in msg
+    assert 're-extract' not in msg  # nothing of imagenette there to repair
+
+
+def test_class_folders_named_as_people_do_are_to_be_renamed_to_wordnet_ids(tmp_path):
+    named = fake_dataset(tmp_path/'named', ['tench', 'English_springer'])
+    with pytest.raises(DataError) as e: check_imagenette(named)
+    msg = str(e.value)
+    assert 'names its class folders as people do (English_springer, tench)' in msg
+    assert msg.endswith('Fix: rename each class folder to its WordNet id: English_springer → n02102040, tench → n01440764')
 
 
 def test_unreadable_images_are_named_and_dropped(tmp_path):
@@ -305,6 +342,12 @@ def test_noise_needs_the_csv_and_the_official_split(fake_imagenette):
         get_dls(bs=4, size=32, path=fake_imagenette, noise=5, split='random', num_workers=0)
     with pytest.raises(ValueError, match='noise must be one of'):
         get_dls(bs=4, size=32, path=fake_imagenette, noise=10, num_workers=0)
+
+
+@pytest.mark.parametrize('noise', [5.0, True, '5', 10])
+def test_a_noise_level_must_be_one_of_the_whole_numbers(noise):
+    "5.0 and True (== 1) are `in` NOISE_LEVELS, and would fail later as a column the CSV lacks"
+    with pytest.raises(ValueError, match=r'noise must be one of \(0, 1, 5, 25, 50\)'): data.check_noise(noise)
 
 
 @pytest.mark.parametrize('content, problem', [('hello,world\n', 'has no column noisy_labels_5, path'),

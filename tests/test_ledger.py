@@ -1,11 +1,12 @@
-import json, os, shutil, subprocess, sys, tempfile, threading
+import json, os, re, shutil, subprocess, sys, tempfile, threading
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from imagenette_course.ledger import (LedgerError, RunRecord, append_record, comparison_table, data_name, ledger_path,
-                                      read_ledger, runs_table)
+                                      ledger_problem, read_ledger, runs_table)
 
 
 def record(name='baseline', acc=0.5, mode='quick', **extra):
@@ -108,7 +109,13 @@ def test_printed_record_states_mode_and_setting():
     (dict(extra=[1]), "field 'extra' is not an object"),
     (dict(accuracy=85.0), "field 'accuracy' is 85.0, not a share from 0 to 1"),  # a percentage typed for a share
     (dict(extra=dict(accuracy_tta=-0.1)), "field 'extra.accuracy_tta' is -0.1, not a share from 0 to 1"),
-    (dict(wall_time_s=-5.0), "field 'wall_time_s' is -5.0, below 0"),
+    (dict(wall_time_s=-5.0), "field 'wall_time_s' is -5.0, not a number of seconds from 0 to 1e+07"),
+    (dict(wall_time_s=float('nan')), "field 'wall_time_s' is nan, not a number of seconds"),  # JSON's NaN, read back
+    (dict(wall_time_s=float('inf')), "field 'wall_time_s' is inf, not a number of seconds"),
+    (dict(wall_time_s=1e308), "field 'wall_time_s' is 1e+308, not a number of seconds"),  # breaks the figure's axis
+    (dict(accuracy=float('nan')), "field 'accuracy' is nan, not a share from 0 to 1"),
+    (dict(extra=dict(accuracy_tta=float('inf'))), "field 'extra.accuracy_tta' is inf, not a share from 0 to 1"),
+    (dict(extra=dict(trained_by='progressive', train_s=float('nan'))), "field 'extra.trained_by' is not a recipe's"),
     (dict(epochs=0), "field 'epochs' is 0, not at least 1"),
     (dict(extra=dict(trained_by='progressive')), "field 'extra.trained_by' is not a recipe's name with its seconds"),
 ])
@@ -126,6 +133,10 @@ def test_a_ledger_saved_with_a_byte_order_mark_reads_whole(tmp_path):
     append_record(record('a'), path)
     path.write_bytes(b'\xef\xbb\xbf' + path.read_bytes())
     assert [r['recipe'] for r in read_ledger(path)] == ['a']
+    path.write_bytes(b'\xef\xbb\xbf{"recipe": "a", "mo')  # and its only record cut short by a killed write
+    with pytest.warns(UserWarning, match='line 1: skipped a broken record: not JSON'): assert read_ledger(path) == []
+    append_record(record('b'), path)  # a ledger with a broken last line, not another program's file
+    with pytest.warns(UserWarning, match='line 1'): assert [r['recipe'] for r in read_ledger(path)] == ['b']
 
 
 def test_the_data_name_says_what_differs_from_the_plain_run():
@@ -252,3 +263,56 @@ def test_the_figures_say_which_runs_the_references_and_a_shared_training_belong_
     assert marked == ['imagenette, quick, cpu', 'imagenette, quick, cpu', 'imagenette, random split, full, cpu']
     assert "tta (incl. progressive's training)" in [t.get_text() for t in ax2.texts]
     matplotlib.pyplot.close(fig)
+
+
+def test_a_ledger_replaced_by_another_file_while_waiting_for_the_lock_is_left_alone(tmp_path, monkeypatch):
+    "Checked again under the lock: another program may have put its file at the ledger's name meanwhile"
+    import imagenette_course.ledger as ledger
+    path, foreign = tmp_path/'ledger.jsonl', json.dumps({'theme': 'dark'}).encode()
+    append_record(record('a'), path)
+    real_lock = ledger.locked
+    @contextmanager
+    def replaced_meanwhile(*args, **kwargs):
+        with real_lock(*args, **kwargs):
+            path.write_bytes(foreign)
+            yield
+    monkeypatch.setattr(ledger, 'locked', replaced_meanwhile)
+    with pytest.raises(LedgerError, match='is not a results ledger'): append_record(record('b'), path)
+    assert path.read_bytes() == foreign
+
+
+def without_hanging(fn, pipe): # what to call; a FIFO it may open to read
+    "What `fn()` raised (`None` if nothing); the test fails if it waited on `pipe`, which a writer then lets go"
+    raised = []
+    def call():
+        try: fn()
+        except BaseException as e: raised.append(e)
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start(); thread.join(5)
+    if thread.is_alive():
+        while thread.is_alive():  # each open of the pipe to read waits for a writer: be one, and go
+            try: os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError: pass  # no reader at this moment
+            thread.join(0.1)
+        pytest.fail(f'{fn} waited for a writer of the pipe {pipe}')
+    return raised[0] if raised else None
+
+
+@pytest.mark.skipif(not hasattr(os, 'mkfifo'), reason='Windows has no named pipes')
+def test_a_pipe_or_a_device_is_refused_before_it_is_opened(tmp_path, monkeypatch):
+    "Reading a pipe waits for a writer forever, and the ledger's rewrite would replace a device (/dev/null) by a file"
+    import imagenette_course.ledger as ledger
+    @contextmanager
+    def no_lock_beside_it(path, mode=None): pytest.fail(f'append_record went on to lock {path}')
+    monkeypatch.setattr(ledger, 'locked', no_lock_beside_it)  # before it could touch a device's folder, /dev
+    pipe, device = tmp_path/'pipe.jsonl', tmp_path/'device.jsonl'
+    os.mkfifo(pipe)
+    device.symlink_to(os.devnull)  # a character device, behind a link: only read, never written
+    message = r'is not a regular file \(a device or a pipe\)\. Fix: --ledger a \.jsonl file; to keep nothing'
+    for path in (pipe, device):
+        for fn in (lambda: read_ledger(path), lambda: append_record(record('a'), path)):
+            e = without_hanging(fn, pipe)
+            assert isinstance(e, LedgerError) and re.search(message, str(e)), e
+        assert ledger_problem(path).endswith('is not a regular file (a device or a pipe)')
+    assert pipe.exists() and not pipe.is_file() and os.path.realpath(device) == os.devnull
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['device.jsonl', 'pipe.jsonl']

@@ -16,6 +16,7 @@ import imagenette_course.fast_data as fast_data
 from conftest import fake_dataset
 from test_fast_data import no_room
 import imagenette_course.recipes as recipes
+import imagenette_course.resume as resume
 from imagenette_course.data import get_dls, run_config
 from imagenette_course.data import CLASS_NAMES
 from imagenette_course.ledger import RunRecord, append_record, lock_file, read_ledger
@@ -172,6 +173,9 @@ def test_a_resumed_fit_trains_as_the_uninterrupted_one_would(fake_imagenette, ch
     with resumable(Checkpoint(checkpoints/'fit.pt')), pytest.raises(KeyboardInterrupt): fit(InterruptAfter(0))
     with resumable(Checkpoint(checkpoints/'fit.pt')): resumed = fit()
     for k, v in unkilled.model.state_dict().items(): assert torch.allclose(v.float(), resumed.model.state_dict()[k].float(), atol=1e-6), k
+    # and the same progress table: the resumed epochs' train_loss goes on smoothing from the saved one
+    for got, want in zip(resumed.recorder.values, unkilled.recorder.values[1:], strict=True):  # train and valid loss
+        assert list(got) == pytest.approx(list(want), rel=1e-5)  # fastai `L`s
 
 
 def test_a_finished_mixup_run_killed_before_recording_records_without_training(fake_imagenette, checkpoints,
@@ -297,6 +301,28 @@ def test_one_run_trains_in_one_process_at_a_time(checkpoints, monkeypatch):
     (checkpoints/'progressive-quick-0.pt.lock').touch()  # left by a killed run: its lock went with its process
     with training_alone(ck.path): pass
     assert list(checkpoints.iterdir()) == []
+
+
+def test_a_run_that_waited_on_a_lock_file_deleted_meanwhile_locks_the_new_one(checkpoints, monkeypatch):
+    "A finishing run deletes its lock file: a run that waited on it must lock the one at its name, or a third trains too"
+    path = checkpoints/'progressive-quick-0.pt'
+    waiting, inside, leave = threading.Event(), threading.Event(), threading.Event()
+    tried = resume._taken
+    def trying(f, grace_s):
+        if threading.current_thread().name == 'second': waiting.set()  # it has opened the first run's lock file
+        return tried(f, grace_s)
+    monkeypatch.setattr(resume, '_taken', trying)
+    def second():
+        with training_alone(path): inside.set(); leave.wait(30)
+    thread = threading.Thread(target=second, name='second')
+    try:
+        with training_alone(path):  # the first run, which deletes its lock file as it ends
+            thread.start()
+            assert waiting.wait(10)
+        assert inside.wait(10)
+        with pytest.raises(RunError, match='another run is training'):  # a third run, which makes a new lock file
+            with training_alone(path, grace_s=0.5): pass
+    finally: leave.set(); thread.join()
 
 
 def test_a_lock_that_a_killed_runs_workers_still_hold_is_waited_for(checkpoints):
@@ -560,6 +586,15 @@ def test_a_symlinked_ledger_is_checked_and_kept_beside_the_file_it_points_to(tmp
     refuse_files_in(real, monkeypatch)
     with pytest.raises(RunError, match=f"can't be written in {re.escape(str(real))}"):
         recipes.check_ledger(tmp_path/'link.jsonl')
+
+
+
+@pytest.mark.skipif(not hasattr(os, 'mkfifo'), reason='POSIX pipes')
+def test_a_pipe_as_the_runs_ledger_is_refused_with_a_fix_that_fits_it(tmp_path):
+    "Moving a pipe or /dev/null away is no fix: the run's check says to name another file, before it opens the pipe"
+    os.mkfifo(tmp_path/'pipe')
+    with pytest.raises(RunError, match='not a regular file') as e: recipes.check_ledger(tmp_path/'pipe')
+    assert 'throwaway' in str(e.value) and 'move that file away' not in str(e.value)
 
 
 # --- recipes that share a training ---

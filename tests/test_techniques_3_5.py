@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from fastai.callback.core import Callback
 from fastai.data.block import CategoryBlock, DataBlock
 from fastai.data.transforms import GrandparentSplitter, get_image_files, parent_label
@@ -37,6 +38,19 @@ def test_channel_stats_with_more_workers_than_files(fake_imagenette):
     files = sorted((fake_imagenette/'train').rglob('*.JPEG'))[:2]
     for a, b in zip(channel_stats(files, n_workers=5), channel_stats(files, n_workers=1)):
         np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_channel_stats_of_a_constant_image_is_a_std_of_0_not_nan(tmp_path):
+    "Σx²/n − mean² cancels to just below 0 for a channel of one value: its square root would be NaN"
+    fn = tmp_path/'flat.png'
+    Image.fromarray(np.full((40, 40, 3), 1, dtype=np.uint8)).save(fn)
+    mean, std = channel_stats([fn])
+    np.testing.assert_allclose(mean, 1/255)
+    assert (std == 0).all()
+
+
+def test_channel_stats_of_no_files_says_so():
+    with pytest.raises(ValueError, match='no image files to measure'): channel_stats([])
 
 
 # --- progressive resizing ---
@@ -226,3 +240,12 @@ def test_right_per_image_scores_every_validation_image_as_validate_does(dls):
     right = right_per_image(learn)
     assert right.dtype == torch.bool and len(right) == len(dls.valid_ds)
     with learn.no_bar(): assert right.float().mean().item() == pytest.approx(learn.validate()[1])
+
+
+def test_training_crop_side_refuses_crops_that_are_not_square(dls):
+    "Its mean of a square root holds for square crops only (aug_transforms'): fastai's default ratio is refused"
+    from fastai.vision.augment import RandomResizedCropGPU
+    from imagenette_course.tta import training_crop_side
+    def crop_side(**kwargs): return training_crop_side(dls.valid.new(after_batch=[RandomResizedCropGPU(32, **kwargs)]))
+    with pytest.raises(ValueError, match=r'square crops.*ratio=\(0\.75, 1\.33'): crop_side(min_scale=0.5)
+    assert crop_side(min_scale=0.5, ratio=(1, 1)) == pytest.approx(2 / 3 * (1 - 0.5**1.5) / 0.5)

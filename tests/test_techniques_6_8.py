@@ -12,7 +12,7 @@ from fastai.vision.models.xresnet import xresnet18
 from imagenette_course.data import get_dls, run_config
 from imagenette_course.label_smoothing import LabelSmoothingCE, label_smoothing
 from imagenette_course.mixup import MIXUP_LONG_RUN, MixUpFromScratch, mix_inputs, mixup
-from imagenette_course.progressive import progressive_epochs
+from imagenette_course.progressive import EpochTimer, progressive_epochs
 from imagenette_course.sota import MIXUP_MIN_EPOCHS, SOTA_SETTINGS, sota
 
 
@@ -143,11 +143,13 @@ def test_sota_at_the_books_length_has_no_mixup():
 
 @pytest.mark.parametrize('use_mixup', [None, True])
 def test_sota_trains_progressively_with_label_smoothing(tiny_cfg, use_mixup):
-    learn = sota(tiny_cfg, use_mixup=use_mixup)
+    timer = EpochTimer()  # the size of each epoch's training batches: the loaders' size after the fit is always full
+    learn = sota(tiny_cfg, use_mixup=use_mixup, cbs=[timer])
     assert isinstance(learn.loss_func, LabelSmoothingCrossEntropy)
     assert any(isinstance(cb, MixUp) for cb in learn.cbs) == bool(use_mixup)  # a 3-epoch run: mixup only if forced
-    assert learn.dls.one_batch()[0].shape[-1] == tiny_cfg.size  # ends at full size
     assert len(learn.recorder.values) == progressive_epochs(tiny_cfg)  # every epoch in one fit: the size ramp
+    sizes = [size for size, _ in timer.times]
+    assert len(sizes) == progressive_epochs(tiny_cfg) and sizes[0] < tiny_cfg.size and sizes[-1] == tiny_cfg.size
 
 
 # --- label smoothing: smoothing against plain cross-entropy on the same images ---

@@ -7,9 +7,9 @@ Docs: https://imagenette-course.github.io/imagenette_course/data.html.md"""
 # %% auto #0
 __all__ = ['DATASETS', 'CLASS_NAMES', 'SPLITS', 'MODES', 'BOOK_PRESIZE', 'BOOK_SIZE', 'NOISE_LEVELS', 'Dataset', 'dataset_info',
            'DataError', 'resolve_data_path', 'class_name', 'check_counts', 'RunConfig', 'device_name', 'get_mode',
-           'run_config', 'balanced_subset', 'looks_like', 'nearby_dataset', 'foreign_split', 'check_imagenette',
-           'image_problem', 'drop_unreadable', 'imagenette_items', 'check_split', 'check_every_class_left',
-           'default_presize', 'check_noise', 'read_noisy_labels', 'NoisyLabel', 'get_dls']
+           'run_config', 'balanced_subset', 'looks_like', 'nearby_dataset', 'foreign_split', 'splits_without_folders',
+           'check_imagenette', 'image_problem', 'drop_unreadable', 'imagenette_items', 'check_split',
+           'check_every_class_left', 'default_presize', 'check_noise', 'read_noisy_labels', 'NoisyLabel', 'get_dls']
 
 # %% ../nbs/01_data.ipynb #92fc4ba8
 import numbers, os, random, warnings
@@ -177,7 +177,7 @@ def looks_like(path): # a folder that should hold train/ and val/
 
 def nearby_dataset(path): # a folder given as the dataset's, which isn't
     "A folder near `path` that holds train/ and val/: above a split or class folder, or a dataset inside `path`"
-    path = Path(path)
+    path = Path(path).absolute()  # `.` inside a class folder has no name to go by; links stay as they were typed
     def has_splits(d):
         try: return all((d/split).is_dir() for split in SPLITS)
         except OSError: return False  # a folder you may not look into, such as a disk's lost+found
@@ -198,9 +198,15 @@ def foreign_split(folder, # a split folder holding none of the dataset's class f
     if renames: return (f"{folder} names its class folders as people do ({', '.join(renames)}): {ds.name}'s are "
                         f"named by WordNet id", renames)
     shown = [f"{d}/" for d in folders[:5]] + ([f"{len(folders) - 5} more folders"] if len(folders) > 5 else [])
-    n_files = len(get_image_files(folder, recurse=False))
-    held = ', '.join(shown + ([f"{n_files} image file" + 's' * (n_files > 1)] if n_files else [])) or 'nothing'
+    n_files, n_images = sum(f.is_file() for f in folder.iterdir()), len(get_image_files(folder, recurse=False))
+    counted = lambda n, what: [f"{n} {what}" + 's' * (n > 1)] if n else []
+    held = ', '.join(shown + counted(n_images, 'image file') + counted(n_files - n_images, 'other file')) or 'nothing'
     return f"{folder} holds none of {ds.name}'s class folders: it holds {held}", {}
+
+def splits_without_folders(path): # the folder that should hold train/ and val/
+    "Whether `path` has a split folder, and none of its split folders holds a folder"
+    splits = [path/s for s in SPLITS if (path/s).is_dir()]
+    return bool(splits) and not any(d.is_dir() for s in splits for d in s.iterdir())
 
 def check_imagenette(path,                 # the folder that should hold train/ and val/
                      dataset='imagenette'): # a name of `DATASETS`: which class folders to expect
@@ -239,6 +245,9 @@ def check_imagenette(path,                 # the folder that should hold train/ 
             fix = f"{near} holds train/ and val/: did you mean that folder?\nFix: --data {near} (or {ds.env}={near})"
         elif renames: fix = ("Fix: rename each class folder to its WordNet id: " +
                              ', '.join(f"{name} → {wnid}" for name, wnid in renames.items()))
+        elif splits_without_folders(path):  # an extraction stopped before the class folders
+            fix = (f"Fix: extract {ds.name} there again (its split folders hold no folder yet), or point {ds.env} / "
+                   f"--data at a complete copy.")
         elif not any((path/s/wnid).is_dir() for s in SPLITS for wnid in ds.classes):  # nothing to re-extract over
             fix = (f"Fix: point --data (or {ds.env}) at the {ds.name} folder, whose train/ and val/ hold its class "
                    f"folders ({', '.join(ds.classes)}).")

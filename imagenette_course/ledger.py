@@ -209,9 +209,7 @@ def ledger_problem(path): # an existing file, given as the ledger
 
 def check_is_ledger(path): # an existing file, given as the ledger
     "Raise `LedgerError`, saying what to do, if the file `path` is no results ledger"
-    if problem := special_file_problem(path):
-        raise LedgerError(f"{problem}. Fix: --ledger a .jsonl file; to keep nothing, name a throwaway file")
-    if problem := ledger_problem(path):
+    if problem := ledger_problem(path):  # a device or a pipe among them: `run` says more before training
         raise LedgerError(f"{problem}. Fix: --ledger (or IMAGENETTE_LEDGER) naming the .jsonl file that "
                           f"`imagenette-course run` writes")
 

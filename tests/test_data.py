@@ -93,6 +93,24 @@ def test_a_class_folder_given_for_the_dataset_says_to_give_the_folder_two_above(
     assert str(e.value).endswith(f"Fix: --data {fake_imagenette} (or IMAGENETTE_PATH={fake_imagenette})")
 
 
+def test_a_class_folder_given_as_dot_says_to_give_the_folder_two_above(fake_imagenette, monkeypatch):
+    "`--data .` from inside a class folder: the path has no name to go by until it is made absolute"
+    monkeypatch.chdir(fake_imagenette/'train'/'n01440764')
+    with pytest.raises(DataError) as e: check_imagenette('.')
+    assert str(e.value).endswith(f"Fix: --data {fake_imagenette} (or IMAGENETTE_PATH={fake_imagenette})")
+
+
+def test_split_folders_without_class_folders_say_what_they_hold_and_to_extract_again(tmp_path):
+    "An extraction stopped before the class folders: its files are named, not called nothing, and extracting is the fix"
+    (tmp_path/'x'/'train').mkdir(parents=True); (tmp_path/'x'/'val').mkdir()
+    (tmp_path/'x'/'train'/'train.tar').write_bytes(b'')
+    with pytest.raises(DataError) as e: check_imagenette(tmp_path/'x')
+    msg = str(e.value)
+    assert f"{tmp_path/'x'/'train'} holds none of imagenette's class folders: it holds 1 other file" in msg
+    assert f"{tmp_path/'x'/'val'} holds none of imagenette's class folders: it holds nothing" in msg
+    assert 'Fix: extract imagenette there again (its split folders hold no folder yet)' in msg
+
+
 def test_another_datasets_folder_gets_a_line_per_split_and_the_path_as_fix(tmp_path):
     other = fake_dataset(tmp_path/'pets', ['cats', 'dogs'])
     with pytest.raises(DataError) as e: check_imagenette(other)

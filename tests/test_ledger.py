@@ -308,7 +308,7 @@ def test_a_pipe_or_a_device_is_refused_before_it_is_opened(tmp_path, monkeypatch
     pipe, device = tmp_path/'pipe.jsonl', tmp_path/'device.jsonl'
     os.mkfifo(pipe)
     device.symlink_to(os.devnull)  # a character device, behind a link: only read, never written
-    message = r'is not a regular file \(a device or a pipe\)\. Fix: --ledger a \.jsonl file; to keep nothing'
+    message = r'is not a regular file \(a device or a pipe\)\. Fix: --ledger \(or IMAGENETTE_LEDGER\) naming'
     for path in (pipe, device):
         for fn in (lambda: read_ledger(path), lambda: append_record(record('a'), path)):
             e = without_hanging(fn, pipe)

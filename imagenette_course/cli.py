@@ -184,8 +184,9 @@ def run(args): # the parsed command line of a run
     from imagenette_course.data import check_imagenette, get_mode, resolve_data_path
     from imagenette_course.recipes import check_run_folders, recipe_config, run_all, run_recipe
     from imagenette_course.resume import RunError
+    names = run_names(args)
     # without --size, each recipe's own size in its mode: known now, before the data is found or downloaded
-    size = max(recipe_config(name, args.mode, size=args.size).size for name in run_names(args))
+    size = max(recipe_config(name, args.mode, size=args.size).size for name in names)
     if problem := presize_problem(args.presize, size): raise RunError(problem)
     check_run_folders(args.ledger)  # a ledger or checkpoint folder that can't be used, found before a download
     dataset = args.dataset or 'imagenette'
@@ -194,9 +195,9 @@ def run(args): # the parsed command line of a run
         warnings.warn("full mode on a CPU takes hours; use --mode quick unless you mean it")
     settings = dict(path=data, dataset=args.dataset, noise=args.noise, split=args.split, epochs=args.epochs,
                     size=args.size, bs=args.bs, seed=args.seed, presize=args.presize)
-    if len(run_names(args)) == 1: run_recipe(args.recipes[0], args.mode, args.ledger, args.data_path, **settings)
+    if len(names) == 1: run_recipe(names[0], args.mode, args.ledger, args.data_path, **settings)
     else:  # in one process: a recipe that trains as an earlier one did (tta, progressive's) reuses its training
-        run_all(args.mode, args.ledger, args.data_path, names=run_names(args), **settings)
+        run_all(args.mode, args.ledger, args.data_path, names=names, **settings)
 
 # %% ../nbs/94_cli.ipynb #faec38c0
 def recorded_recipes(ledger=None): # the ledger file (default: `ledger_path()`)

@@ -7,7 +7,7 @@ Docs: https://imagenette-course.github.io/imagenette_course/baseline.html.md"""
 # %% auto #0
 __all__ = ['BOOK', 'READER', 'LEADERBOARD', 'NOISY', 'NOISY_LOG', 'WOOF', 'REFERENCES', 'REFERENCE_EPOCH_SECONDS',
            'FULL_MODE_FILE', 'references', 'full_mode_run', 'full_mode_result', 'book_accuracy', 'epoch_seconds',
-           'run_name', 'comparable_accuracy', 'full_mode_lines', 'baseline']
+           'run_name', 'comparable_accuracy', 'full_mode_lines', 'repo_file', 'baseline']
 
 # %% ../nbs/02_baseline.ipynb #9d401c32
 from fastai.callback.schedule import fit_one_cycle  # adds Learner.fit_one_cycle
@@ -132,6 +132,13 @@ def full_mode_lines(*recipes:str,       # recipes to show (default: every one th
         book = book_accuracy(r['recipe']) if not r['noise'] else None  # the split and presize runs each test a difference to it
         if book and acc is not None: lines.append(f"    {'the book':24} {book:7.2%}  {BOOK}")
     return lines
+
+# %% ../nbs/02_baseline.ipynb #5e0c2a7d
+from pathlib import Path
+
+def repo_file(name): # a file's path in the course's repository, e.g. 'results/cpu/ledger.jsonl'
+    "`name` in the clone of the course that holds the working folder, or a folder above it; `None` outside a clone"
+    return next((d/name for d in (Path.cwd(), *Path.cwd().parents) if (d/name).is_file()), None)
 
 # %% ../nbs/02_baseline.ipynb #f17691cf
 def baseline(cfg): # a `RunConfig` (`run_config`): data, sizes, epochs, learning rate

@@ -6,10 +6,11 @@ Docs: https://imagenette-course.github.io/imagenette_course/data.html.md"""
 
 # %% auto #0
 __all__ = ['DATASETS', 'CLASS_NAMES', 'SPLITS', 'MODES', 'BOOK_PRESIZE', 'BOOK_SIZE', 'NOISE_LEVELS', 'Dataset', 'dataset_info',
-           'DataError', 'resolve_data_path', 'class_name', 'check_counts', 'RunConfig', 'device_name', 'get_mode',
-           'run_config', 'balanced_subset', 'looks_like', 'nearby_dataset', 'foreign_split', 'splits_without_folders',
-           'check_imagenette', 'image_problem', 'drop_unreadable', 'imagenette_items', 'check_split',
-           'check_every_class_left', 'default_presize', 'check_noise', 'read_noisy_labels', 'NoisyLabel', 'get_dls']
+           'DataError', 'resolve_data_path', 'class_name', 'check_counts', 'check_presize', 'RunConfig', 'device_name',
+           'get_mode', 'run_config', 'balanced_subset', 'looks_like', 'nearby_dataset', 'foreign_split',
+           'splits_without_folders', 'check_imagenette', 'image_problem', 'drop_unreadable', 'imagenette_items',
+           'check_split', 'check_every_class_left', 'default_presize', 'check_noise', 'read_noisy_labels', 'NoisyLabel',
+           'get_dls']
 
 # %% ../nbs/01_data.ipynb #92fc4ba8
 import numbers, os, random, warnings
@@ -96,6 +97,13 @@ def check_counts(**counts): # name=value of each number to check; `None` means n
         if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
             raise ValueError(f"{name}={n!r}: it must be a whole number, at least 1")
 
+def check_presize(presize, # the item resize before augmentation, in px; `None`: `default_presize`, which leaves room
+                  size):   # the final image size, in px
+    "`ValueError` if `presize` is set and smaller than `size`"
+    if presize is not None and presize < size:  # the batch crops would blow up blurred images
+        raise ValueError(f"presize={presize} is smaller than size={size}: the item resize must leave the crops room. "
+                         f"Fix: presize={size} or more, or None for the book's (scaled to the size)")
+
 @dataclass
 class RunConfig:
     "The settings of one run: the same cell is quick on a CPU and the book's run on a GPU"
@@ -113,9 +121,10 @@ class RunConfig:
     split: str = 'official'    # 'official' (`val/` validates) or 'random' (an 80/20 random split of all images, as the book's, seeded here)
     presize: int|None = None   # the item resize before augmentation, in px (None: `default_presize`)
 
-    def __post_init__(self):  # a bad number stops here, not deep inside fastai or after training nothing
+    def __post_init__(self):  # a bad number stops here, not deep inside fastai or after training a first stage
         check_counts(n_train=self.n_train, n_valid=self.n_valid, size=self.size, bs=self.bs, epochs=self.epochs,
                      presize=self.presize)
+        check_presize(self.presize, self.size)
 
     @property
     def subset(self):
@@ -271,7 +280,7 @@ def _file_key(fn):
 _CHECKED = {}  # `_file_key` -> `image_problem`: the files this process has decoded, and what it found
 
 def drop_unreadable(files,          # image files
-                    n_workers=None, # processes that decode them (default: fastcore's `parallel` default)
+                    n_workers=None, # threads that decode them (default: `defaults.cpus`; PIL decodes outside the GIL)
                     shown=5):       # bad files the warning names, with why; it counts the rest
     "`files` without the ones that don't decode (each decoded once while unchanged); warns with the first bad paths"
     if ImageFile.LOAD_TRUNCATED_IMAGES:
@@ -351,11 +360,14 @@ def read_noisy_labels(csv,    # the dataset's noisy-label file
                       ds):    # the dataset's `Dataset`
     "{training image's path under the dataset: class name} from `column` of `csv`; `DataError` if it isn't that file"
     fix = f"Fix: restore {ds.noisy_csv} from {ds.name}'s archive (untar_data), or run without --noise."
-    try: df = pd.read_csv(csv)
+    try: df = pd.read_csv(csv, dtype=str)  # paths and labels: text, even where one looks like a number
     except (ValueError, UnicodeDecodeError) as e:  # pandas' parse errors, an empty file, binary bytes
         raise DataError(f"{csv} can't be read as a CSV ({type(e).__name__}). {fix}") from None
     if missing := {'path', column} - set(df.columns):
         raise DataError(f"{csv} has no column {', '.join(sorted(missing))}: it is not {ds.name}'s noisy-label file. {fix}")
+    if n := df['path'].isna().sum():  # an empty cell, which pandas reads as NaN
+        raise DataError(f"{csv} has {n} of its {len(df)} rows without a path: every row of {ds.name}'s noisy-label "
+                        f"file names an image. {fix}")
     if unknown := set(df[column]) - set(ds.classes):
         raise DataError(f"{csv} labels images with {', '.join(sorted(map(str, unknown))[:3])}, not {ds.name}'s classes. {fix}")
     return {p: ds.classes[w] for p, w in zip(df['path'], df[column]) if p.startswith('train/')}
@@ -406,8 +418,7 @@ def get_dls(bs:int=64,               # batch size
            )->DataLoaders:
     "Imagenette `DataLoaders` as in the book: presize, then batch augmentation at `size`, optional ImageNet normalization"
     check_counts(bs=bs, size=size, n_train=n_train, n_valid=n_valid, presize=presize)
-    if presize is not None and presize < size:  # the batch crops would blow up blurred images
-        raise ValueError(f"presize={presize} is smaller than size={size}: the item resize must leave the crops room")
+    check_presize(presize, size)
     check_split(split, n_train, n_valid)  # bad choices stop here, before a download or decoding every image
     check_noise(noise, split)
     path = resolve_data_path(path, dataset)

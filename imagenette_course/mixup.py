@@ -42,9 +42,10 @@ class MixUpFromScratch(Callback):
                              "(CrossEntropyLossFlat, LabelSmoothingCrossEntropy, ...)")
         self.plain_loss, self.learn.loss_func = self.learn.loss_func, self.mixed_loss
 
-    def after_train(self): self.learn.loss_func = self.plain_loss
-    def after_cancel_train(self): self.after_train()
-    def after_cancel_fit(self): self.plain_loss_back()  # cancelled in the middle of training: no after_train
+    def after_train(self): self.learn.loss_func = self.plain_loss  # also sent after CancelTrainException
+    # an epoch or a fit cancelled in the middle of training (CancelEpochException, CancelFitException): no after_train
+    def after_cancel_epoch(self): self.plain_loss_back()
+    def after_cancel_fit(self): self.plain_loss_back()
     # Nor does a fit stopped by Ctrl-C or an error get one, or any event; but whatever runs next on this `Learner`
     # sends before_fit (a fit, `validate`, `get_preds`, `tta`) or at least before_validate (`get_preds(inner=True)`)
     def before_fit(self): self.plain_loss_back()

@@ -48,7 +48,7 @@ def small_stage(cfg): # a `RunConfig` (`run_config`)
     return (size if size < cfg.size else cfg.size // 2), epochs
 
 def with_full_presize(cfg): # a `RunConfig` (`run_config`)
-    "`cfg` with the full size's presize, for the small stage too: the book's `get_dls` resizes to 460 px at 128 as at 224"
+    "`cfg` with the full size's presize, for the small stage too: the book's `get_dls` presizes to 460 px at any size"
     return replace(cfg, presize=cfg.presize or default_presize(cfg.size))
 
 # %% ../nbs/04_progressive_resizing.ipynb #377fcbbd
@@ -59,10 +59,12 @@ def size_schedule(epochs:int,         # number of epochs
                   multiple:int=16     # round the ramp's sizes to a multiple of this
                  )->list:
     "Image size of each epoch: a linear ramp from `start` towards `end`, then `final_epochs` at `end`"
-    if final_epochs < 1: raise ValueError(f"final_epochs={final_epochs}: the schedule must end at least one epoch at `end`")
+    if final_epochs < 1:
+        raise ValueError(f"final_epochs={final_epochs}: the schedule must end at least one epoch at `end`")
     if start > end: raise ValueError(f"start={start} is larger than end={end}: the sizes ramp up")
     ramp = max(epochs - final_epochs, 0)
-    def ramped(i): return min(max(start, round((start + (end - start) * i / ramp) / multiple) * multiple), end)  # within [start, end]
+    def ramped(i):  # rounded to `multiple`, kept within [start, end]
+        return min(max(start, round((start + (end - start) * i / ramp) / multiple) * multiple), end)
     return [end if i >= ramp else ramped(i) for i in range(epochs)]
 
 # %% ../nbs/04_progressive_resizing.ipynb #4b8423ed
@@ -74,7 +76,8 @@ class ProgressiveResize(Callback):
     def before_fit(self):
         self.restore_size()  # after a fit of this Learner stopped by Ctrl-C (below)
         crops = [t for t in self.dls.train.after_batch.fs if isinstance(t, RandomResizedCropGPU)]
-        if not crops: raise ValueError("ProgressiveResize needs aug_transforms(..., min_scale<1) in the batch transforms")
+        if not crops:
+            raise ValueError("ProgressiveResize needs aug_transforms(..., min_scale<1) in the batch transforms")
         self.crop, self.full_size = crops[0], crops[0].size
 
     # `before_train`, not `before_epoch`: `validate`, `get_preds` and `tta` send `before_fit` and `before_epoch` too,
@@ -86,7 +89,8 @@ class ProgressiveResize(Callback):
 
     # A fit stopped by Ctrl-C or an error gets no `after_fit`, but fastai always detaches the callbacks given to
     # `fit(cbs=...)`, by setting their `learn` to None: restore the size there too, or validation stays small.
-    # (Given to the `Learner` instead, the callback stays, and restores the size at the next fit's or prediction's start.)
+    # (Given to the `Learner` instead, the callback stays, and restores the size at the next fit's or prediction's
+    # start.)
     @property
     def learn(self): return self.__dict__.get('attached_to')
     @learn.setter

@@ -221,9 +221,6 @@ def run_settings(name,           # a recipe of `RECIPES`
                  **overrides):   # settings of `run_config`
     "(`RunConfig` on the data's own folder, data path, checkpoint file) of recipe `name`: what its training is"
     cfg = recipe_config(name, mode, **overrides)
-    if cfg.presize and cfg.presize < cfg.size:  # the item resize is there to leave room for the batch crops
-        raise RunError(f"--presize {cfg.presize} is smaller than the run's image size, {cfg.size} px. "
-                       f"Fix: --presize {cfg.size} or more, or leave it out")
     # the folder itself, however it was named: a checkpoint resumes only on the data it was trained on
     cfg = replace(cfg, path=str(resolve_data_path(cfg.path, cfg.dataset)))
     data_path = data_path_callbacks(data_path)[0]

@@ -17,7 +17,8 @@ experiment: plain cross-entropy and label smoothing trained on 25% noisy labels 
 themselves), when the data folder has its noisy-label CSV. Without progress bars: their redraws are Python work in
 every batch, for a log nobody watches. A run that would not finish within the time budget, at the speed of the runs
 before it, is skipped. With --lanes N, N processes share the GPU, each with its log, summary and ledger in
-OUT/lanes/lane-I. summary.json is rewritten after every run, so a run that is killed still leaves what it finished.
+OUT/lanes/lane-I. summary.json lists the runs the check planned (`planned`) and is rewritten after every run, so a
+check that is killed still leaves what it finished, and what it didn't.
 Stopped by a signal, it takes up to STOP_S (20 s) to end its lanes and mark the runs they cut: under `timeout`, give it
 `-k 20` or more.
 """
@@ -331,16 +332,19 @@ def main(argv=None):
     for f in earlier: shutil.rmtree(f) if f.is_dir() else f.unlink()
     out.mkdir(parents=True, exist_ok=True)
     ledger, summary_path = out/'ledger.jsonl', out/'summary.json'
+    order = run_order(selected, noise=(data/DATASETS['imagenette'].noisy_csv).is_file())
+    if args.lane is not None: order = lanes_of(order, args.lanes)[args.lane]
     header = dict(smoke=args.smoke, commit=args.commit, lanes=args.lanes, mode=args.mode, overrides={k: getattr(args, k) for k in ('epochs', 'size', 'bs', 'data_path')},
                   device=device_name(), versions=library_versions(), data=data_facts(data),
                   started=datetime.now(timezone.utc).isoformat(timespec='seconds'), budget_s=60 * args.budget_min,
+                  # every run this check means to make, in its order: a run it never reached is then known as one
+                  # (scripts/gpu_reference.py), whatever the run order of later code
+                  planned=[dict(zip(RUN_ID, run_id(name, s))) for name, s in order],
                   ledger=ledger.name, book=dict(seconds_per_epoch_224=BOOK_SECONDS_PER_EPOCH_224,
                                                 accuracy={k: v[0] for k, v in BOOK_RESULTS.items()}))
-    order = run_order(selected, noise=(data/DATASETS['imagenette'].noisy_csv).is_file())
     if args.lanes > 1 and args.lane is None:
         summary = run_lanes(argv, args, out, header, order)
         return finish(summary, out)
-    if args.lane is not None: order = lanes_of(order, args.lanes)[args.lane]
     # a lane counts the budget from the check's start, not its own (each lane first imports and starts CUDA)
     start, results = time.perf_counter() - (time.time() - args.started_at if args.started_at else 0), []
     for name, settings in order:

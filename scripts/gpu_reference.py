@@ -7,8 +7,11 @@ draws from its ledger).
     python scripts/gpu_reference.py                   # after a GPU run is committed in results/gpu/: rewrite all three
     python scripts/gpu_reference.py --check           # exit 1 if any is out of date (a unit test runs this)
 
-A run's summary doesn't list what the command never reached (a run stopped by its time limit): those recipes are
-listed too, as not finished, so that no chapter reads a missing result as a missing technique.
+A run's results don't include what the command never reached (a run stopped by its time limit): the runs the summary
+says the check planned (`planned`) are listed too, as not finished, so that no chapter reads a missing result as a
+missing technique. The plan is the summary's own, never today's run order, which may have runs the check never had.
+It also shortens the machine paths the run's files in results/gpu/ hold, as results/cpu/ has them: each data folder
+to its name, the check's output folder to nothing (its files by name).
 """
 import argparse, hashlib, importlib.util, json, sys
 from collections import Counter
@@ -24,8 +27,12 @@ TABLE_START, TABLE_END = '<!-- full-mode table: scripts/gpu_reference.py writes 
 NOT_REACHED = "not finished within the command's {budget_s:.0f} s time budget"
 
 
+class SummaryError(ValueError):
+    "A summary.json that can't be distilled as it is: what to do is in the message"
+
+
 def gpu_check_module():
-    "scripts/gpu_check.py as a module: its run order is the list of runs a full check makes"
+    "scripts/gpu_check.py as a module: how it tells runs apart (run_id) and reads a ledger record's TTA comparison"
     spec = importlib.util.spec_from_file_location('gpu_check', ROOT/'scripts/gpu_check.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -63,13 +70,23 @@ def with_ledger_details(run, ledger, check):
             'tta_costs': run['tta_costs'] or (check.tta_ways(rec, 'cost') if rec else None)}
 
 
+def planned_ids(summary, check):
+    "The run ids the check that wrote `summary` planned, in its order: from the summary, never from today's run order"
+    if 'planned' not in summary:
+        raise SummaryError("the summary doesn't say which runs its check planned (`planned`, which "
+                           "scripts/gpu_check.py writes; older summaries lack it). Fix: add them, as the run's own "
+                           "scripts/gpu_check.py listed them (its run_order()), with `planned_from` saying so: today's "
+                           "run order may have runs that check never had")
+    return [check.run_id(p['recipe'], p) for p in summary['planned']]
+
+
 def distil(summary, commit=None, ledger=()):
-    "The packaged reference from a gpu_check summary and its ledger: provenance, then every run of a full check, in order"
+    "The packaged reference from a gpu_check summary and its ledger: provenance, then every run its check planned"
     check = gpu_check_module()
     done = {check.run_id(r['recipe'], r): with_ledger_details(r, ledger, check) for r in map(run_entry, summary['results'])}
-    noisy = any(r['noise'] for r in summary['results']) or 'noisy_imagenette.csv' in ((summary['data'].get('pack') or {})
-                                                                                   .get('extra_files') or [])
-    keys = [check.run_id(name, s) for name, s in check.run_order(noise=noisy)]
+    keys = planned_ids(summary, check)
+    if unplanned := [k for k in done if k not in keys]:
+        raise SummaryError(f"the summary has results of runs it didn't plan: {unplanned}; its `planned` is wrong")
     runs = [done.get(k, dict(zip(check.RUN_ID, k), status='no result', error=NOT_REACHED.format(budget_s=summary['budget_s']))) for k in keys]
     paths = sorted({r['data_path'] for r in summary['results'] if r.get('data_path')})
     return dict(device=summary['device'], date=summary['started'][:10], commit=summary.get('commit') or commit,
@@ -117,32 +134,56 @@ def with_table(readme, table):
     return readme[:start] + table + readme[end:]
 
 
+def machine_paths(summary, ledger):
+    """{a path on the machine that ran the check: what the committed files say instead}: each data folder the ledger's
+    records name, its name (as results/cpu/ has them); the check's output folder, nothing (its files by name)"""
+    data = {r['config']['path'] for r in ledger if Path((r.get('config') or {}).get('path') or '').is_absolute()}
+    ledger_file = Path(summary.get('ledger') or '')
+    out = ledger_file.parent if ledger_file.is_absolute() else None  # earlier checks wrote its whole path
+    return {**{d: Path(d).name for d in data}, **({f'{out}/': ''} if out else {})}
+
+
+def shortened(text, paths): # {machine path: what to say instead}, from `machine_paths`
+    "`text` with each path of `paths` replaced, the longest first (a folder inside another is replaced as itself)"
+    for path in sorted(paths, key=len, reverse=True): text = text.replace(path, paths[path])
+    return text
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--check', action='store_true', help="exit 1 if the packaged reference or README is out of date")
     p.add_argument('--commit', help="the commit the run was made from, for a summary that doesn't record it")
     args = p.parse_args(argv)
     old = json.loads(PACKAGED.read_text()) if PACKAGED.is_file() else {}
-    ledger = [json.loads(line) for line in LEDGER.read_text().splitlines() if line.strip()] if LEDGER.is_file() else []
-    summary = json.loads(SUMMARY.read_text())
+    records = lambda text: [json.loads(line) for line in text.splitlines() if line.strip()]
+    ledger = records(LEDGER.read_text()) if LEDGER.is_file() else []
+    paths = machine_paths(json.loads(SUMMARY.read_text()), ledger)
+    # the run's own files as they are committed: its text files with the machine's paths shortened
+    run_files = {f: shortened(f.read_text(), paths) for f in sorted(SUMMARY.parent.iterdir())
+                 if f.suffix in ('.json', '.jsonl', '.txt')}
+    summary = json.loads(run_files[SUMMARY])
+    if LEDGER in run_files: ledger = records(run_files[LEDGER])
     same_run = (old.get('date'), old.get('device')) == (summary['started'][:10], summary['device'])
     commit = summary.get('commit') or args.commit or (old.get('commit') if same_run else None)
     if not commit: p.error("results/gpu/summary.json records no commit: pass the commit the run was made from, --commit HASH")
-    ref = distil(summary, commit, ledger)
-    if DATA_PATH.is_file(): ref['data_path_speed'] = data_path_speed(json.loads(DATA_PATH.read_text()))
+    try: ref = distil(summary, commit, ledger)
+    except SummaryError as e: p.error(f"results/gpu/summary.json: {e}")
+    if DATA_PATH in run_files: ref['data_path_speed'] = data_path_speed(json.loads(run_files[DATA_PATH]))
     text = json.dumps(ref, indent=1) + '\n'
     readme = with_table(README.read_text(), markdown_table(ref))
+    outputs = {**run_files, PACKAGED: text, README: readme}
     if args.check:
-        stale = [str(f.relative_to(ROOT)) for f, new in ((PACKAGED, text), (README, readme)) if f.read_text() != new]
+        stale = [str(f.relative_to(ROOT)) for f, new in outputs.items() if not f.is_file() or f.read_text() != new]
         if ledger and figure_of() != ledger_digest(): stale.append(str(FIGURE.relative_to(ROOT)))
         if stale: sys.exit(f"out of date with results/gpu/summary.json: {', '.join(stale)}; "
                            f"run python scripts/gpu_reference.py")
         return
-    PACKAGED.write_text(text)
-    README.write_text(readme)
+    for f, new in outputs.items():
+        if not f.is_file() or f.read_text() != new: f.write_text(new)
     if ledger: save_figure(ledger)
-    print(f"wrote {PACKAGED.relative_to(ROOT)}, the table in README.md and {FIGURE.relative_to(ROOT)}; now re-execute "
-          f"the chapters (make notebooks): their checked outputs print the old run until then")
+    print(f"wrote {PACKAGED.relative_to(ROOT)}, the table in README.md and {FIGURE.relative_to(ROOT)}, and shortened "
+          f"the machine paths in results/gpu/; now re-execute the chapters (make notebooks): their checked outputs "
+          f"print the old run until then")
 
 
 def ledger_digest():

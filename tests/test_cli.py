@@ -6,7 +6,7 @@ import torch
 
 import imagenette_course.recipes as recipes
 from imagenette_course.cli import main, make_parser
-from imagenette_course.data import MODES
+from imagenette_course.data import MODES, device_name
 from imagenette_course.ledger import append_record, read_ledger
 from imagenette_course.recipes import Recipe
 from imagenette_course.resume import Checkpoint, resumable
@@ -509,7 +509,8 @@ def test_quick_baseline_from_the_command_line(shared_data, tmp_path):
     out = subprocess.run([exe, 'run', 'baseline', '--mode', 'quick', '--epochs', '1', '--ledger', str(ledger)],
                          env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
-    assert 'baseline: quick mode on cpu' in out.stdout and "baseline: accuracy" in out.stdout
+    # the same environment, so the same device as this process sees: the line names it on a GPU machine too
+    assert f'baseline: quick mode on {device_name()}' in out.stdout and "baseline: accuracy" in out.stdout
     (rec,) = read_ledger(ledger)
     assert (rec['recipe'], rec['mode'], rec['epochs'], rec['sizes'], rec['n_train'], rec['n_valid']) == \
            ('baseline', 'quick', 1, [QUICK.size], 10 * QUICK.n_train, 10 * QUICK.n_valid)

@@ -1,5 +1,6 @@
 "The decoded-once data path (appendix 92a) where a notebook can't show it: a GPU's device, fastai's other loaders, which loaders share decoded images"
-import threading
+import json, re, threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -319,3 +320,12 @@ def test_only_random_item_transforms_that_change_a_picture_keep_the_book_loaders
     assert changes_each_epoch(dls.valid.new(after_item=[Resize((32, 48)), ToTensor()])) is None  # the centre
     flips = dls.train.new(after_item=[*dls.train.after_item.fs, FlipItem()])
     assert 'FlipItem draws at random' in changes_each_epoch(flips)
+
+
+def test_the_appendix_prints_its_timings_and_checks_none_of_them():
+    "Under the tests the notebooks share the CPU cores: a speed is printed there, and claimed only by bench/ scripts"
+    nb = json.loads((Path(__file__).resolve().parents[1]/'nbs'/'92a_fast_data.ipynb').read_text())
+    code = [''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'code']
+    timed = [s for s in code if 'perf_counter' in s]
+    assert len(timed) >= 2 and all('print(' in s for s in timed)  # loaders' images/s, and batches made ahead
+    assert not [s for s in timed if re.search(r'^\s*(assert|test_\w+\()', s, re.M)]

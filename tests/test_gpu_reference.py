@@ -29,13 +29,22 @@ def test_packaged_run_names_no_machine_path_and_says_where_it_came_from():
     assert 'AVIF' in ref['data'] and 'PSNR' in ref['data']
 
 
-def summary(results, extra_files=('noisy_imagenette.csv',)):
-    "A gpu_check summary with `results`"
+RUN_ID = ('recipe', 'noise', 'split', 'presize')
+
+
+def summary(results, extra_files=('noisy_imagenette.csv',), planned=None):
+    "A gpu_check summary with `results`, of a check that planned `planned` runs (default: just those)"
     data = dict(path='imagenette', images=dict(train=9469, val=3925), mib=259.3, image_px=[224, 224],
                 pack=dict(format='avif', quality=40, mib=44.3, psnr_db=dict(mean=30.4), extra_files=list(extra_files)))
+    planned = [{k: r[k] for k in RUN_ID} for r in results] if planned is None else planned
     return dict(device='cuda (NVIDIA H100)', started='2026-12-01T10:00:00+00:00', commit='abc1234', mode='full',
-                versions=dict(fastai='2.8.12'), data=data, total_s=400.0, budget_s=480.0,
+                versions=dict(fastai='2.8.12'), data=data, total_s=400.0, budget_s=480.0, planned=planned,
                 seconds_per_epoch={'224': 5.0}, results=results)
+
+
+def plan(*runs):
+    "A summary's `planned`: (recipe, noise, split, presize) of each run"
+    return [dict(zip(RUN_ID, run)) for run in runs]
 
 
 def result(recipe, accuracy, noise=0, split='official', presize=None, **kw):
@@ -51,13 +60,14 @@ def test_the_data_path_speeds_keep_each_size_and_what_fed_the_model():
     assert all({'decoded_once', 'book'} <= set(s) for s in speeds)
 
 
-def test_every_run_of_the_check_is_listed_and_a_missing_one_says_so(gpu_reference):
+def test_every_run_the_check_planned_is_listed_and_a_missing_one_says_so(gpu_reference):
+    planned = plan(('baseline', 0, 'official', None), ('normalized', 0, 'official', None),
+                   ('baseline', 0, 'random', None), ('baseline', 0, 'official', 224), ('normalized', 25, 'official', None))
     ref = gpu_reference.distil(summary([result('baseline', 0.8), result('baseline', 0.85, split='random'),
-                                        result('baseline', 0.83, presize=224), result('normalized', 0.7, noise=25)]))
-    order = gpu_reference.gpu_check_module().run_order()
-    key = lambda r: (r['recipe'], r['noise'], r['split'], r['presize'])
-    assert [key(r) for r in ref['runs']] == [(n, s.get('noise', 0), s.get('split', 'official'), s.get('presize'))
-                                             for n, s in order]
+                                        result('baseline', 0.83, presize=224), result('normalized', 0.7, noise=25)],
+                                       planned=planned))
+    key = lambda r: tuple(r[k] for k in RUN_ID)
+    assert [key(r) for r in ref['runs']] == [key(r) for r in planned]  # the summary's plan, in its order
     by_key = {key(r): r for r in ref['runs']}
     assert by_key['baseline', 0, 'official', None]['accuracy'] == 0.8
     assert by_key['baseline', 0, 'random', None]['accuracy'] == 0.85
@@ -67,9 +77,45 @@ def test_every_run_of_the_check_is_listed_and_a_missing_one_says_so(gpu_referenc
     assert 'ledger' not in json.dumps(ref)  # the summary's machine paths stay out of the package
 
 
+def test_a_run_the_check_never_planned_is_not_listed_though_todays_checks_make_it(gpu_reference):
+    "An older check's summary: runs added to the check since (the split and presize experiments) were never missing"
+    older = plan(('baseline', 0, 'official', None), ('mixup', 0, 'official', None))
+    ref = gpu_reference.distil(summary([result('baseline', 0.8)], planned=older))
+    assert [(r['recipe'], r['status']) for r in ref['runs']] == [('baseline', 'ok'), ('mixup', 'no result')]
+    assert ('baseline', {'split': 'random'}) in gpu_reference.gpu_check_module().run_order()  # today's checks make it
+
+
+def test_a_summary_that_says_nothing_of_its_plan_or_contradicts_it_is_refused(gpu_reference):
+    unplanned = summary([result('baseline', 0.8)])
+    del unplanned['planned']
+    with pytest.raises(gpu_reference.SummaryError, match=r"which runs its check planned \(`planned`"):
+        gpu_reference.distil(unplanned)  # rather than guessing the plan from today's run order
+    wrong = summary([result('baseline', 0.8), result('mixup', 0.7)], planned=plan(('baseline', 0, 'official', None)))
+    with pytest.raises(gpu_reference.SummaryError, match="results of runs it didn't plan: .*mixup"):
+        gpu_reference.distil(wrong)
+
+
+def test_machine_paths_in_the_runs_files_are_shortened_as_results_cpu_has_them(gpu_reference):
+    ledger = [dict(recipe='baseline', config=dict(path='/tmp/imagenette')),
+              dict(recipe='baseline', config=dict(path='/tmp/imagenette-64px')), dict(recipe='tta', config={})]
+    paths = gpu_reference.machine_paths(dict(ledger='/root/out/gpu/ledger.jsonl'), ledger)
+    log = "/tmp/imagenette: 13394 images\n/tmp/imagenette-64px/train\nWrote /root/out/gpu/summary.json"
+    assert gpu_reference.shortened(log, paths) == "imagenette: 13394 images\nimagenette-64px/train\nWrote summary.json"
+    assert gpu_reference.machine_paths(dict(ledger='ledger.jsonl'), [dict(config=dict(path='imagenette'))]) == {}
+
+
+def test_the_committed_runs_files_name_no_machine_path():
+    "gpu_reference.py shortens the paths it knows of (its --check test finds those left); this finds any other"
+    for f in (ROOT/'results/gpu').iterdir():
+        if f.suffix in ('.json', '.jsonl', '.txt'):
+            text = f.read_text()
+            assert not any(p in text for p in ('/tmp/', '/root/', '/work/', '/home/')), f.name
+
+
 def test_a_summary_written_before_presize_was_recorded_reads_as_the_default_presize(gpu_reference):
     older = {k: v for k, v in result('baseline', 0.8).items() if k != 'presize'}
-    ref = gpu_reference.distil(summary([older]))
+    ref = gpu_reference.distil(summary([older], planned=plan(('baseline', 0, 'official', None),
+                                                             ('baseline', 0, 'official', 224))))
     baseline, = [r for r in ref['runs'] if r['recipe'] == 'baseline' and r['split'] == 'official' and not r['presize']]
     assert baseline['accuracy'] == 0.8
     assert [r['status'] for r in ref['runs'] if r['presize']] == ['no result']
@@ -119,7 +165,7 @@ def test_a_summary_without_a_pack_still_distils(gpu_reference):
     s = summary([result('baseline', 0.8)])
     s['data']['pack'] = None  # data that scripts/make_gpu_data.py didn't make
     ref = gpu_reference.distil(s)
-    assert ref['data'].startswith('imagenette, ') and not any(r['noise'] for r in ref['runs'])
+    assert ref['data'].startswith('imagenette, ') and [r['accuracy'] for r in ref['runs']] == [0.8]
 
 
 def test_a_run_expected_to_overrun_the_budget_is_foreseen_from_the_runs_before_it(gpu_reference):
@@ -172,7 +218,10 @@ def test_an_out_folder_holding_an_earlier_check_is_refused_unless_told_to_replac
     with pytest.raises(SystemExit): check.main([*argv, '--replace'])
     records = check.read_ledger(out/'ledger.jsonl')
     assert [(r['recipe'], r['mode']) for r in records] == [('normalized', 'quick')]  # this check's run alone
-    assert [r['status'] for r in json.loads((out/'summary.json').read_text())['results']] == ['ok']
+    written = json.loads((out/'summary.json').read_text())
+    assert [r['status'] for r in written['results']] == ['ok']
+    # what it planned, whatever later code's run order: no noise run, the fake data having no noisy-label CSV
+    assert written['planned'] == plan(('normalized', 0, 'official', None))
 
 
 def test_result_lines_give_a_ramps_epoch_times_as_a_range_and_nest_no_parentheses(monkeypatch):

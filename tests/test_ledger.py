@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from imagenette_course.data import MODES
 from imagenette_course.ledger import (LedgerError, RunRecord, append_record, comparison_table, data_name, ledger_path,
                                       ledger_problem, read_ledger, runs_table)
 
@@ -159,7 +160,10 @@ def test_appending_keeps_the_ledgers_permissions_and_its_symlink(tmp_path):
 
 @pytest.mark.parametrize('edit, field', [({'extra': {'accuracy_tta': 'high'}}, 'extra.accuracy_tta'),
                                          ({'config': 'imagenette'}, "'config'"),
-                                         ({'config': {'noise': '5%'}}, 'config.noise')])
+                                         ({'config': {'noise': '5%'}}, 'config.noise'),
+                                         ({'config': {'dataset': None}}, 'config.dataset'),  # None + str in `data_name`
+                                         ({'config': {'split': None}}, 'config.split'),  # else "None split"
+                                         ({'config': {'noise': None}}, 'config.noise')])
 def test_a_hand_edited_record_the_table_cant_show_is_skipped_with_its_line(tmp_path, edit, field):
     path = tmp_path/'ledger.jsonl'
     append_record(record('a'), path)
@@ -167,6 +171,14 @@ def test_a_hand_edited_record_the_table_cant_show_is_skipped_with_its_line(tmp_p
     with pytest.warns(UserWarning, match=f'line 2.*{field}'): recs = read_ledger(path)
     table = comparison_table(recs).splitlines()
     assert [r['recipe'] for r in recs] == ['a'] and table[1].split()[0] == 'a' and table[2] == ''  # its row, and only it
+
+
+def test_a_record_as_run_writes_it_with_the_default_presize_is_kept(tmp_path):
+    "`run` records the whole `RunConfig`: its null presize means the default, not a broken record"
+    path = tmp_path/'ledger.jsonl'
+    append_record({**asdict(record('a')), 'config': asdict(MODES['quick'])}, path)
+    assert asdict(MODES['quick'])['presize'] is None
+    assert [data_name(r) for r in read_ledger(path)] == ['imagenette']
 
 
 def test_labels_of_points_close_together_stack_instead_of_overlapping():

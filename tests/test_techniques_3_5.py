@@ -1,4 +1,6 @@
 "Chapters 3-5 (normalization, progressive resizing, TTA): behaviour the notebooks can't show, on tiny fake data"
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,8 @@ from fastai.vision.models.xresnet import xresnet18
 from imagenette_course.data import get_dls, run_config
 from imagenette_course.normalization import channel_stats
 from imagenette_course.progressive import EpochTimer, ProgressiveResize, SMALL_STAGE, progressive, size_schedule
-from imagenette_course.tta import blend_tta, fastai_tta, flip_tta, learner_precision, predictions, tta
+from imagenette_course.tta import (blend_tta, compare_tta, fastai_tta, flip_tta, learner_precision,
+                                   model_on_data_device, predictions, tta)
 
 
 @pytest.fixture
@@ -61,12 +64,16 @@ def test_size_schedule_edges():
     assert size_schedule(4, 32, 64, final_epochs=2) == [32, 48, 64, 64]
     sizes = size_schedule(10, 128, 224)
     assert sizes == sorted(sizes) and all(s % 16 == 0 for s in sizes)
+    with pytest.raises(ValueError, match=r'final_epochs=0: the schedule must end at least one epoch at `end`'):
+        size_schedule(4, 32, 64, final_epochs=0)
+    with pytest.raises(ValueError, match='start=64 is larger than end=32: the sizes ramp up'): size_schedule(4, 64, 32)
 
 
 def test_progressive_resize_needs_random_resized_crop(fake_imagenette):
     dls = DataBlock((ImageBlock, CategoryBlock), get_items=get_image_files, get_y=parent_label, item_tfms=Resize(32),
                     splitter=GrandparentSplitter(valid_name='val')).dataloaders(fake_imagenette, bs=8, num_workers=0)
-    with pytest.raises(ValueError, match='aug_transforms'): fit_quietly(small_learner(dls), 1, cbs=ProgressiveResize([16]))
+    with pytest.raises(ValueError, match='aug_transforms'):
+        fit_quietly(small_learner(dls), 1, cbs=ProgressiveResize([16]))
 
 
 class StopOnFirstBatch(Callback):
@@ -102,7 +109,7 @@ def test_progressive_resize_given_to_the_learner_predicts_at_full_size_after_the
 
 
 def test_progressive_takes_another_loss_and_callbacks(fake_imagenette):
-    "Chapter 8 calls `progressive(cfg, loss_func=LabelSmoothingCrossEntropy(), cbs=MixUp())`"
+    "It hands another loss and callbacks to its `Learner`, as `progressive_schedule` does for chapter 8's recipe"
     cfg = run_config('quick', path=fake_imagenette, size=48, bs=4, epochs=1)
     timer = EpochTimer()
     learn = progressive(cfg, loss_func=LabelSmoothingCrossEntropy(), cbs=timer)
@@ -117,12 +124,12 @@ def test_progressive_takes_another_loss_and_callbacks(fake_imagenette):
 def test_compare_tta_predicts_every_way_with_cudnns_autotuning_then_puts_it_back(dls, monkeypatch):
     "compare_tta turns cuDNN's autotuning on itself, every way alike: appendix 92's callback leaves `fastai_tta` alone"
     from imagenette_course.distributed import CudnnAutotune
-    from imagenette_course.tta import compare_tta
     learn, flags = small_learner(dls, cbs=CudnnAutotune()), []
     learn.model.register_forward_hook(lambda *_: flags.append(torch.backends.cudnn.benchmark))
     monkeypatch.setattr(torch.backends.cudnn, 'benchmark', False)
     compare_tta(learn, n=1)
-    passes = 1 + 1 + 2 + 2 + 2 + 1  # untimed warm-up, centre, fastai's (1 + plain), ours (1 + plain), flip (2), training-scale
+    # untimed warm-up, centre crop, fastai's (1 + plain), ours (1 + plain), flip (2), training-scale crop
+    passes = 1 + 1 + 2 + 2 + 2 + 1
     assert len(flags) == passes * len(dls.valid.new(shuffle=False, drop_last=False)) and all(flags)
     assert torch.backends.cudnn.benchmark is False
 
@@ -148,7 +155,8 @@ def test_our_passes_predict_under_the_learners_own_mixed_precision():
     from fastai.callback.fp16 import MixedPrecision
     def learner(cbs, device): return SimpleNamespace(cbs=cbs, dls=SimpleNamespace(device=torch.device(device)))
     for amp, dtype in (('bf16', torch.bfloat16), ('fp16', torch.float16)):
-        with pytest.warns(UserWarning):  # this CPU has no CUDA: the autocast made for one is disabled here
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # without a GPU, torch warns that it disables an autocast made for one
             ctx = learner_precision(learner([MixedPrecision(amp_mode=amp)], 'cuda'))
         assert (ctx.device, ctx.fast_dtype) == ('cuda', dtype)
     plain = [learner([], 'cuda'), learner([MixedPrecision(amp_mode='bf16')], 'cpu')]  # float32, or a CPU's
@@ -161,9 +169,21 @@ def test_blend_tta_extremes():
     assert torch.allclose(blend_tta(aug, torch.zeros(2, 3), beta=0.0), torch.full((2, 3), 2.))
 
 
+def test_our_passes_move_the_model_to_the_datas_device_before_predicting(dls):
+    "As `learn.tta` does: only a fit moves the model, so an unfitted learner's is on the CPU while batches go to a GPU"
+    for predict in (lambda learn: tta(learn, n=1), flip_tta, lambda learn: compare_tta(learn, n=1)):
+        learn, moved_to, unmoved_forwards = small_learner(dls), [], []
+        to = learn.model.to
+        # a CPU has no second device to move to: record the moves instead
+        learn.model.to = lambda device: moved_to.append(torch.device(device)) or to(device)
+        learn.model.register_forward_pre_hook(lambda *_: None if moved_to else unmoved_forwards.append(1))
+        predict(learn)
+        assert moved_to and set(moved_to) == {dls.device} and not unmoved_forwards
+
+
 def test_tta_and_flip_return_probabilities_for_every_valid_image(dls):
     learn = small_learner(dls)
-    plain, targs = predictions(learn.model, learn.dls.valid.new(shuffle=False))
+    plain, targs = predictions(model_on_data_device(learn), learn.dls.valid.new(shuffle=False))
     for preds, t in (tta(learn, n=2), flip_tta(learn)):
         assert preds.shape == plain.shape == (len(dls.valid_ds), dls.c) and torch.equal(t, targs)
         assert torch.allclose(preds.sum(1), torch.ones(len(preds)), atol=1e-5)
@@ -173,7 +193,8 @@ def test_tta_and_flip_predict_on_a_test_set_without_labels(dls, fake_imagenette)
     "A batch job's images have no labels: `learn.tta` gives targets None, and so do ours"
     learn = small_learner(dls)
     test_dl = dls.test_dl(sorted((fake_imagenette/'val').rglob('*.JPEG')))
-    for preds, targs in (tta(learn, test_dl, n=1), flip_tta(learn, test_dl), predictions(learn.model, test_dl)):
+    for preds, targs in (tta(learn, test_dl, n=1), flip_tta(learn, test_dl),
+                         predictions(model_on_data_device(learn), test_dl)):
         assert preds.shape == (len(test_dl.dataset), dls.c) and targs is None
 
 
@@ -186,19 +207,19 @@ def test_from_scratch_tta_all_on_the_plain_pass_predicts_as_fastais(dls):
 
 
 def test_augmented_passes_differ_from_plain(dls):
-    learn = small_learner(dls)
-    dl = learn.dls.valid.new(shuffle=False)
-    plain, _ = predictions(learn.model, dl)
-    assert torch.equal(plain, predictions(learn.model, dl)[0])
-    assert not torch.equal(plain, predictions(learn.model, dl, augment=True)[0])
+    model, dl = model_on_data_device(small_learner(dls)), dls.valid.new(shuffle=False)
+    plain, _ = predictions(model, dl)
+    assert torch.equal(plain, predictions(model, dl)[0])
+    assert not torch.equal(plain, predictions(model, dl, augment=True)[0])
 
 
 def test_at_training_scale_validates_on_the_centred_crop_of_the_training_crops_mean_side(dls):
-    "The view that chapter 5 compares with TTA: each validation image's centred square, `training_crop_side` of its side"
+    "The view chapter 5 compares with TTA: each validation image's centred square, `training_crop_side` of its side"
     from fastai.vision.augment import RandomResizedCropGPU
     from imagenette_course.tta import at_training_scale, training_crop_side
     side = training_crop_side(dls.valid)
-    assert side == pytest.approx(2 / 3 * (1 - 0.75**1.5) / 0.25)  # get_dls's min_scale=0.75: the mean of sqrt(U(0.75, 1))
+    # get_dls's min_scale=0.75: the mean of sqrt(U(0.75, 1))
+    assert side == pytest.approx(2 / 3 * (1 - 0.75**1.5) / 0.25)
     crop = next(t for t in at_training_scale(dls.valid).after_batch.fs if isinstance(t, RandomResizedCropGPU))
     crop.before_call(torch.zeros(2, 3, 100, 100), split_idx=1)
     assert crop.cp_size == (int(100 * side),) * 2 and crop.tl == ((100 - int(100 * side)) // 2,) * 2

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from fastai.callback.core import Callback, CancelFitException, CancelTrainException
+from fastai.callback.core import Callback, CancelEpochException, CancelFitException, CancelTrainException
 from fastai.callback.mixup import MixUp
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropy
@@ -64,13 +64,14 @@ def test_mixup_trains_but_never_mixes_validation(dls):
     assert len(valid_x) == len(plain) and all(torch.allclose(a, b) for a, b in zip(valid_x, plain))
 
 
-@pytest.mark.parametrize('cancel', [CancelTrainException, CancelFitException])
+@pytest.mark.parametrize('cancel', [CancelTrainException, CancelEpochException, CancelFitException])
 def test_mixup_restores_the_loss_when_training_is_cancelled(dls, cancel):
+    "Each epoch cancelled after one training batch: the next epoch's before_train, and the end, see the plain loss"
     class CancelAfterOneBatch(Callback):
         def after_batch(self):
             if self.training: raise cancel()
     learn = small_learner(dls, cbs=MixUpFromScratch(0.4))
-    fit_quietly(learn, 1, cbs=CancelAfterOneBatch())
+    fit_quietly(learn, 2, cbs=CancelAfterOneBatch())
     assert isinstance(learn.loss_func, CrossEntropyLossFlat)
 
 

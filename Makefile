@@ -86,16 +86,21 @@ gpu-wheels: install  ## the wheels a lent GPU machine lacks (fastai and its smal
 # results/gpu's earlier runs are kept by git, a GPU_OUT elsewhere keeps nothing. The check comes first; the benchmark
 # runs whatever the check's exit status, which is the target's, and its own failure stops nothing. (Its largest decode,
 # 13,394 images at the book's presize of 460 px, is 8.5 GB: on a GPU without room for it, it measures the other paths.)
-gpu-check: install  ## every recipe in full mode on one GPU, in <= 8 minutes: ledger and summary.json in $(GPU_OUT)/
+# From the unpacking on, the output goes to $(GPU_OUT)/log.txt too, a new log for the new run; bash's pipefail makes
+# the check's exit status, not tee's, the pipeline's.
+gpu-check: SHELL := bash
+gpu-check: .SHELLFLAGS := -o pipefail -c
+gpu-check: install  ## every recipe in full mode on one GPU, in <= 8 minutes: ledger, summary.json, log in $(GPU_OUT)/
 	test -f $(GPU_DATA)/index.json || $(MAKE) gpu-data
 	rm -rf $(GPU_IMAGES)
-	$(BIN)/python scripts/unpack_gpu_data.py $(GPU_DATA) $(GPU_IMAGES)
-	rm -f $(addprefix $(GPU_OUT)/,data_path.json optimizer_step.json gpu.txt lanes.tgz results.png)  # log.txt: tee's, maybe
-	status=0; \
-	$(BIN)/python scripts/gpu_check.py $(GPU_IMAGES) --out $(GPU_OUT) --lanes $(GPU_LANES) --replace || status=$$?; \
-	$(BIN)/python bench/gpu_data_path.py $(GPU_IMAGES) --out $(GPU_OUT)/data_path.json || \
-	  echo "gpu-check: the data-path benchmark failed (exit status $$?): see above"; \
-	exit $$status
+	rm -f $(addprefix $(GPU_OUT)/,data_path.json optimizer_step.json gpu.txt lanes.tgz results.png log.txt)
+	mkdir -p $(GPU_OUT)
+	{ $(BIN)/python scripts/unpack_gpu_data.py $(GPU_DATA) $(GPU_IMAGES) || exit $$?; \
+	  status=0; \
+	  $(BIN)/python scripts/gpu_check.py $(GPU_IMAGES) --out $(GPU_OUT) --lanes $(GPU_LANES) --replace || status=$$?; \
+	  $(BIN)/python bench/gpu_data_path.py $(GPU_IMAGES) --out $(GPU_OUT)/data_path.json || \
+	    echo "gpu-check: the data-path benchmark failed (exit status $$?): see above"; \
+	  exit $$status; } 2>&1 | tee $(GPU_OUT)/log.txt
 
 clean:
 	rm -rf $(VENV) build *.egg-info _docs _site _sphinx _site_check

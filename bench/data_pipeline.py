@@ -10,7 +10,7 @@ augmentation, all on the CPU), on one seeded subset of Imagenette's training ima
 Imagenette here is 224 px, so `Resize(460)` doubles each side and the batch augmentation then crops and shrinks that
 back to 224; at 224 px both do it, at quick mode's 64 px the course presizes to 131 px only. Run it with `make bench`; it takes a couple of minutes.
 """
-import argparse, itertools, os, time
+import argparse, math, os, time
 
 import imagenette_course  # first: it quiets a deprecation warning that importing fastai triggers
 from fastai.data.block import CategoryBlock, DataBlock
@@ -20,7 +20,9 @@ from fastai.vision.augment import Resize, aug_transforms
 from fastai.vision.core import imagenet_stats
 from fastai.vision.data import ImageBlock
 
-from imagenette_course.data import MODES, DataError, get_dls, imagenette_items, resolve_data_path
+from imagenette_course.cli import whole_number
+from imagenette_course.data import (DATASETS, MODES, DataError, check_imagenette, get_dls, imagenette_items,
+                                    resolve_data_path)
 
 
 def book_dls(items, bs, size):
@@ -33,14 +35,23 @@ def book_dls(items, bs, size):
 
 def images_per_second(dl, n_batches, size):
     "Training images per second out of `dl` over `n_batches` batches, after one warm-up batch (starts the workers)"
-    batches = itertools.chain.from_iterable(itertools.repeat(dl))  # more batches than one epoch holds: go round again
-    next(batches)
-    n, start = 0, time.perf_counter()
-    for _ in range(n_batches):
-        xb, _ = next(batches)
-        assert xb.shape[-2:] == (size, size), f"expected {size} px batches, got {tuple(xb.shape)}"
-        n += len(xb)
-    return n / (time.perf_counter() - start)
+    # one epoch, which `per_class_needed` makes long enough: a second would restart the workers inside the timing
+    batches = iter(dl)
+    try:
+        next(batches)
+        n, start = 0, time.perf_counter()
+        for _ in range(n_batches):
+            xb, _ = next(batches)
+            assert xb.shape[-2:] == (size, size), f"expected {size} px batches, got {tuple(xb.shape)}"
+            n += len(xb)
+        return n / (time.perf_counter() - start)
+    finally: batches.close()  # the epoch's workers stop now, not while the next pipeline is timed
+
+
+def per_class_needed(n_batches):
+    "Training images per class for one epoch of the warm-up batch and `n_batches` full batches at every mode's bs"
+    # the training loader drops its last partial batch
+    return math.ceil((1 + n_batches) * max(m.bs for m in MODES.values()) / len(DATASETS['imagenette'].classes))
 
 
 def pipelines(path, per_class, seed):
@@ -56,12 +67,18 @@ def pipelines(path, per_class, seed):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--data', help="Imagenette folder (default: $IMAGENETTE_PATH)")
-    p.add_argument('--per-class', type=int, default=32, help="training images per class in the subset (default 32)")
-    p.add_argument('--batches', type=int, default=8, help="timed batches per pipeline and round (default 8)")
-    p.add_argument('--rounds', type=int, default=2, help="rounds over all pipelines; the best of each counts (default 2)")
+    p.add_argument('--per-class', type=whole_number(1), default=64,
+                   help="training images per class (default 64: a bs-64 epoch holds the warm-up and 8 timed batches)")
+    p.add_argument('--batches', type=whole_number(1), default=8,
+                   help="timed batches per pipeline and round (default 8)")
+    p.add_argument('--rounds', type=whole_number(1), default=2,
+                   help="rounds over all pipelines; the best of each counts (default 2)")
     p.add_argument('--seed', type=int, default=42)
     args = p.parse_args(argv)
-    try: path = resolve_data_path(args.data)
+    if args.per_class < (needed := per_class_needed(args.batches)):
+        p.error(f"--per-class {args.per_class} is too few for one warm-up and {args.batches} timed batches in one "
+                f"epoch of every loader: use --per-class {needed} or more, or fewer --batches")
+    try: path = check_imagenette(resolve_data_path(args.data))
     except DataError as e: p.error(str(e))
 
     print(f"load average {os.getloadavg()[0]:.2f}; {os.cpu_count()} CPUs; DataLoader workers {defaults.cpus}; "

@@ -25,7 +25,8 @@ import imagenette_course  # first: it quiets a deprecation warning that importin
 from fastai.vision.models.xresnet import xresnet50
 
 from imagenette_course.baseline import BOOK, REFERENCE_EPOCH_SECONDS
-from imagenette_course.data import device_name, get_dls
+from imagenette_course.cli import MIN_SIZE, whole_number
+from imagenette_course.data import DataError, check_imagenette, device_name, get_dls, resolve_data_path
 from imagenette_course.fast_data import NoRoom, clear_decoded, store_dls
 from imagenette_course.recipes import presize
 
@@ -117,26 +118,34 @@ def describe(r):
     return f"{r['size']} px, best of {r['rounds']} rounds: model alone {r['model_only']:.0f} img/s; {paths}; {decoded}"
 
 
+def image_sizes(s):
+    "An argparse type: comma-separated image sizes in px, each a whole number of at least `MIN_SIZE`"
+    return [whole_number(MIN_SIZE)(size) for size in s.split(',')]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('data', help="Imagenette folder (train/ and val/)")
     p.add_argument('--out', help="write the results here as JSON")
-    p.add_argument('--sizes', default='128,224', help="comma-separated image sizes in px (default 128,224)")
-    p.add_argument('--steps', type=int, default=40, help="timed training steps per measurement (default 40)")
-    p.add_argument('--rounds', type=int, default=3,
+    p.add_argument('--sizes', type=image_sizes, default='128,224',
+                   help="comma-separated image sizes in px (default 128,224)")
+    p.add_argument('--steps', type=whole_number(1), default=40,
+                   help="timed training steps per measurement (default 40)")
+    p.add_argument('--rounds', type=whole_number(1), default=3,
                    help="rounds, each measuring every path in turn; a path keeps its best round (default 3)")
     p.add_argument('--smoke', action='store_true', help="tiny sizes and steps, on a CPU")
     args = p.parse_args(argv)
-    if args.rounds < 1 or args.steps < 1: p.error("--rounds and --steps must be at least 1")
+    try: data = check_imagenette(resolve_data_path(args.data))
+    except DataError as e: p.error(str(e))
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     if device.type != 'cuda' and not args.smoke: p.error("no CUDA GPU is visible: use --smoke for the tiny CPU run")
     sizes, bs, steps, warmup, per_class = (([32], 8, 2, 1, 2) if args.smoke else
-                                           ([int(s) for s in args.sizes.split(',')], 64, args.steps, 10, None))
+                                           (args.sizes, 64, args.steps, 10, None))
     torch.backends.cudnn.benchmark = True  # as full mode's `CudnnAutotune` (appendix 92) sets it for every fit
     results = dict(device=device_name(), torch=torch.__version__, cited=CITED, cudnn_benchmark=True,
                    loss_read_every_step=True, sizes=[])
     for size in sizes:  # each size's result printed and written as soon as it is measured: a cut run keeps it
-        r = measure_size(args.data, size, bs, steps, warmup, device, args.rounds, per_class)
+        r = measure_size(data, size, bs, steps, warmup, device, args.rounds, per_class)
         results['sizes'].append(r)
         print(describe(r), flush=True)
         if args.out:

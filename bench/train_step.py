@@ -7,6 +7,8 @@ separately by data_pipeline.py). Each configuration runs in its own process, so 
 """
 import argparse, json, os, resource, subprocess, sys, time
 
+from imagenette_course.cli import MIN_SIZE, whole_number
+
 FORMATS = ('contiguous', 'channels_last')
 
 
@@ -37,19 +39,26 @@ def measure(size, fmt, bs, steps, warmup):
 
 def measure_in_subprocess(size, fmt, args):
     "`measure` in a fresh Python process; its result"
-    cmd = [sys.executable, __file__, '--one', str(size), fmt, '--bs', str(args.bs), '--steps', str(args.steps),
-           '--warmup', str(args.warmup)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return last_json([sys.executable, __file__, '--one', str(size), fmt, '--bs', str(args.bs), '--steps',
+                      str(args.steps), '--warmup', str(args.warmup)])
+
+
+def last_json(cmd):
+    "The JSON that the last line `cmd` prints holds; its stderr goes to ours, so that a failure shows its traceback"
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
     return json.loads(out.stdout.splitlines()[-1])
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--sizes', type=int, nargs='+', default=[64, 128], help="image sizes in px (default 64 128)")
-    p.add_argument('--bs', type=int, default=32, help="batch size (default 32)")
-    p.add_argument('--steps', type=int, default=4, help="timed steps per configuration and round (default 4)")
-    p.add_argument('--warmup', type=int, default=2, help="untimed steps first (default 2)")
-    p.add_argument('--rounds', type=int, default=2,
+    p.add_argument('--sizes', type=whole_number(MIN_SIZE), nargs='+', default=[64, 128],
+                   help="image sizes in px (default 64 128)")
+    # batchnorm needs 2 images in a batch to train
+    p.add_argument('--bs', type=whole_number(2), default=32, help="batch size (default 32)")
+    p.add_argument('--steps', type=whole_number(1), default=4,
+                   help="timed steps per configuration and round (default 4)")
+    p.add_argument('--warmup', type=whole_number(0), default=2, help="untimed steps first (default 2)")
+    p.add_argument('--rounds', type=whole_number(1), default=2,
                    help="rounds over all configurations, each in a new process; the best counts (default 2)")
     p.add_argument('--one', nargs=2, metavar=('SIZE', 'FORMAT'), help=argparse.SUPPRESS)  # the child process's job
     args = p.parse_args(argv)

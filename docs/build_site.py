@@ -10,7 +10,7 @@ Any Sphinx warning fails the build, so a notebook that can't be rendered stops i
 
 Usage: python docs/build_site.py [--nbs DIR] [--out DIR]
 """
-import argparse, importlib, re, shutil, sys
+import argparse, importlib, inspect, re, shutil, sys
 from functools import reduce
 from pathlib import Path
 
@@ -22,6 +22,8 @@ from nbdev.process import NBProcessor, Processor
 from nbdev.processors import _def_names, _want_doc, clean_magics, filter_stream_, hide_, hide_line, mk_cell
 from nbdev.showdoc import MarkdownRenderer
 from sphinx.cmd.build import build_main
+
+from conf import callback_events_only
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT/'docs'
@@ -74,6 +76,27 @@ def drop_empty(cell):
     if cell.cell_type == 'code' and not cell.source.strip() and not cell.get('outputs'): del cell['source']
 
 
+# What fastprogress leaves in an output when nothing was shown by the end: a bar with its status line (`0.00% [0/1
+# 00:00<?]`), and fastai's epoch table with no rows (`learn.tta()` draws both, then finishes without an epoch).
+_re_progress_bar = re.compile(r'<progress[^>]*>\s*</progress>[^<]*')
+_re_empty_table = re.compile(r'<table[^>]*>\s*(<thead>.*?</thead>)?\s*<tbody>\s*</tbody>\s*</table>', re.DOTALL)
+_re_tag = re.compile(r'<[^>]+>')
+
+
+def only_empty_progress(output):
+    "Whether `output` is HTML that shows nothing but progress bars and epoch tables without rows"
+    data = output.get('data', {})
+    if 'text/html' not in data or set(data) - {'text/html', 'text/markdown', 'text/plain'}: return False
+    html = _text(data['text/html'])
+    emptied = _re_empty_table.sub('', _re_progress_bar.sub('', html))
+    return emptied != html and not _re_tag.sub('', emptied).strip()
+
+
+def drop_empty_progress(cell):
+    "Drop outputs that are only an empty progress bar or epoch table: on a page they are a bar stuck at 0% or a header"
+    if cell.cell_type == 'code': cell.outputs = [o for o in cell.get('outputs', []) if not only_empty_progress(o)]
+
+
 _re_heading = re.compile(r'^(#{1,6}) ', re.MULTILINE)
 
 
@@ -87,11 +110,26 @@ def documented(link):
     return not any(part.startswith('_') and not part.startswith('__') for part in link.split('#')[1].split('.'))
 
 
+def tidy_signature(signature, obj):
+    "nbdev's signature of `obj` (its ```python block) as the source reads: `x=None`; a class without `def`, `->None`"
+    if callback_events_only(obj): return f'```python\nclass {obj.__name__}()'  # fastai's keywords, not the course's
+    # nbdev annotates a `None` default with its type, which says nothing the `=None` doesn't
+    signature = signature.replace(':NoneType=None', '=None')
+    if not isinstance(obj, type): return signature
+    # nbdev 3 writes `def` for classes too, and a dataclass's generated `__init__` returns `None`
+    return re.sub(r'\n\)->None:$', '\n):', signature.replace('```python\ndef ', '```python\nclass ', 1))
+
+
+def show_doc_markdown(obj):
+    "`obj` in Markdown as nbdev's `show_doc` shows it, with its signature tidied by `tidy_signature`"
+    signature, rest = MarkdownRenderer(obj)._repr_markdown_().split('\n```', 1)  # at the signature's closing fence
+    return f'{tidy_signature(signature, obj)}\n```{rest}'
+
+
 def export_doc(module, name, modidx, level):
     "`name` of `module` in Markdown as nbdev's `show_doc` shows it, under a heading of `level`; anchors for its methods"
     obj = reduce(getattr, name.split('.'), module)
-    body = MarkdownRenderer(obj)._repr_markdown_()
-    if isinstance(obj, type): body = body.replace('def ', 'class ', 1)  # nbdev 3 writes `def` for classes too
+    body = show_doc_markdown(obj)
     prefix = f'{module.__name__}.{name}.'
     methods = [link.split('#')[1] for sym, (link, _) in modidx['syms'].get(module.__name__, {}).items()
                if sym.startswith(prefix) and documented(link)]
@@ -125,8 +163,8 @@ class document_exports(Processor):
 
 # nbdev's own processors first, so that `hide`, `hide_line` and `filter_stream` act as on nbdev's Quarto site.
 # `#| export` cells stay: in this course they are the code being taught.
-PROCESSORS = [document_exports, hide_, hide_line, filter_stream_, clean_magics, strip_nbval_markers, link_pages, local_colab_badge,
-              drop_empty]
+PROCESSORS = [document_exports, hide_, hide_line, filter_stream_, clean_magics, strip_nbval_markers, link_pages,
+              local_colab_badge, drop_empty_progress, drop_empty]
 
 
 def read_valid(nb_path):
@@ -157,13 +195,22 @@ def output_text(output):
 
 
 _re_page_link = re.compile(r'\]\((\w+)\.ipynb')  # a link between pages, once `link_pages` has named them
+# Lines only for the HTML page: a title's MyST id (`{#mixup-chapter}`), and the anchors `export_doc` gives methods
+_re_html_only = re.compile(r'^(\{#[\w-]+\}|<span id="[^"]+"></span>)\n', re.MULTILINE)
+
+
+def markdown_text(source):
+    "A processed Markdown cell as plain Markdown beside its page: links to pages, Colab's own badge, no MyST-only lines"
+    # The `.html.md` sits beside the page, where the site's badge copy isn't: Colab's own image always resolves.
+    source = source.replace(f']({LOCAL_BADGE})', f']({COLAB_BADGE})')
+    return _re_html_only.sub('', _re_page_link.sub(r'](\1.html', source))
 
 
 def as_markdown(nb):
     "A processed notebook as Markdown: its text, its code, and its outputs that are text"
     parts = []
     for cell in nb.cells:
-        if cell.cell_type == 'markdown': parts.append(_re_page_link.sub(r'](\1.html', cell.source))
+        if cell.cell_type == 'markdown': parts.append(markdown_text(cell.source))
         if cell.cell_type != 'code': continue
         if cell.source.strip(): parts.append(f"```python\n{cell.source}\n```")
         shown = ''.join(output_text(o) for o in cell.get('outputs', [])).rstrip()
@@ -181,11 +228,35 @@ def modules(package_dir):
     return sorted(p.stem for p in Path(package_dir).glob('*.py') if not p.stem.startswith('_'))
 
 
+def constants(module):
+    "The names in `module`'s `__all__` that aren't functions or classes: its settings and tables, such as `MODES`"
+    return [n for n in module.__all__ if not (inspect.isroutine(obj := getattr(module, n)) or isinstance(obj, type))]
+
+
+_re_address = re.compile(r' at 0x[0-9a-f]+')  # in a function's repr: it would change from one build to the next
+
+
+def short_repr(value, width=70):
+    "`value`'s repr on one line of at most `width` characters, cut with `...`"
+    text = _re_address.sub('', repr(value)).replace('\n', ' ')
+    return text if len(text) <= width else text[:width - 3] + '...'
+
+
+def autodata(module, name):
+    "An `autodata` entry for the constant `name` of `module`, its value by `short_repr`: a table's whole repr is pages"
+    return f".. autodata:: {module.__name__}.{name}\n   :annotation: = {short_repr(getattr(module, name))}\n"
+
+
 def write_api_page(module, dest):
-    "A reference page for `module`: every name in its `__all__`, with signature and docstring"
+    "A reference page for `module`: every name in its `__all__`, with signature and docstring, or value"
     # reStructuredText, not MyST: autodoc writes reST, which a Markdown page would show as raw text.
     name = f'{PACKAGE}.{module}'
-    dest.write_text(f"{name}\n{'=' * len(name)}\n\n.. automodule:: {name}\n   :members:\n")
+    mod = importlib.import_module(name)
+    # autodoc's `:members:` skips a constant unless a `#:` comment documents it: all are excluded there, listed here.
+    consts = constants(mod)
+    excluded = f"   :exclude-members: {', '.join(consts)}\n" if consts else ''
+    entries = ''.join(f'\n{autodata(mod, c)}' for c in consts)
+    dest.write_text(f"{name}\n{'=' * len(name)}\n\n.. automodule:: {name}\n   :members:\n{excluded}{entries}")
 
 
 def write_sources(nbs_dir, src):

@@ -3,13 +3,15 @@
 Serves `_site/` on a free loopback port and opens every page reachable from the home page: none may log a console
 error or fail a request, every image must decode, and every internal link (anchors included) must resolve. Each
 notebook's page must exist and show the notebook's H1 title, its figures, its formulas drawn (no raw `$$`), and no
-nbdev plumbing (`#|` lines, nbval markers). The links nbdev writes into the package (`Docs:` lines, `_modidx.py`)
-must name files of the site. Screenshots of the home page and the first chapter go to `_site_check/`; their paths
-are printed.
+nbdev plumbing (`#|` lines, nbval markers), nor empty progress bars. Each reference page must have an entry for
+every name of its module's `__all__`, no docstring its methods only inherit, and no smart quotes in code. The links
+nbdev writes into the package (`Docs:` lines, `_modidx.py`) must name files of the site, and the Markdown beside each
+page no missing image nor HTML-only lines. Screenshots of the home page and the first chapter go to `_site_check/`;
+their paths are printed.
 
 Usage: python docs/check_site.py [--site DIR] [--nbs DIR] [--shots DIR]
 """
-import argparse, ast, re, sys, threading
+import argparse, ast, importlib, inspect, re, sys, threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -44,6 +46,9 @@ PAGE_JS = """() => {
     ids: [...document.querySelectorAll('[id], a[name]')].map(e => e.id || e.name),
     code: [...document.querySelectorAll('article pre')].map(p => p.textContent),
     n_math: document.querySelectorAll('article math').length,
+    // What a progress display leaves when it showed nothing: a bar, or a table with a header and no rows
+    n_empty_progress: document.querySelectorAll('article progress').length
+                      + [...document.querySelectorAll('article tbody')].filter(b => !b.rows.length).length,
     text: document.querySelector('article')?.innerText ?? '',
   };
 }"""
@@ -62,8 +67,8 @@ class Chapter:
 
 
 def readable(md):
-    "Markdown inline text as a browser shows it: without code backticks and emphasis stars, with Sphinx's curly quotes"
-    return re.sub(r'[`*]', '', md).strip().replace("'", "\u2019")
+    "Markdown inline text as a browser shows it: without code backticks and emphasis stars"
+    return re.sub(r'[`*]', '', md).strip()
 
 
 # A formula in a notebook's Markdown, `$...$` or `$$...$$`, once code (fenced and inline) is taken out
@@ -177,25 +182,57 @@ def chapter_problems(base, chapter, reports):
         problems.append(f'{url}: no Open in Colab link to {COLAB + chapter.nb.name}')
     plumbing = [l for code in info['code'] for l in code.splitlines() if re.match(r'\s*(#\||#\s*NBVAL_)', l)]
     if plumbing: problems.append(f'{url}: nbdev plumbing shown: {plumbing}')
+    if info['n_empty_progress']:
+        problems.append(f'{url}: {info["n_empty_progress"]} empty progress bars or epoch tables shown')
     return problems
 
 
+def defined_names(node):
+    "The names a module-level statement defines: a function's or class's, or an assignment's (`A, B = 1, 2` too)"
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): return [node.name]
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+    return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+
+
 def documented_names(module_file):
-    "The functions and classes that `module_file` exports (in `__all__`): each needs a reference entry"
+    "The functions, classes and constants that `module_file` exports (in `__all__`): each needs a reference entry"
     tree = ast.parse(Path(module_file).read_text())
     exported = next((ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
                      and any(getattr(t, 'id', None) == '__all__' for t in n.targets)), [])
-    defined = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
-    return [name for name in defined if name in exported]
+    defined = [name for node in tree.body for name in defined_names(node)]
+    return [name for name in dict.fromkeys(defined) if name in exported]
+
+
+def inherited_docstrings(module):
+    "The first lines of the docstrings that the exported classes' undocumented methods inherit (torch's `forward`'s)"
+    mod = importlib.import_module(f'{PACKAGE}.{module}')
+    exported = [getattr(mod, name) for name in mod.__all__]
+    classes = [c for c in exported if isinstance(c, type) and c.__module__ == mod.__name__]
+    docs = [inspect.getdoc(getattr(c, name)) for c in classes for name, f in vars(c).items()
+            if inspect.isfunction(f) and not f.__doc__]
+    return [readable(doc.splitlines()[0]) for doc in docs if doc]
+
+
+# What Sphinx's smart quotes make of `'random'` and `--presize`; a dash before a space separates a parameter's docment
+SMART_QUOTES = re.compile(r'[\u2018\u2019\u201c\u201d]|[\u2013\u2014](?=\S)')
+
+
+def smart_quotes(text, module):
+    "The curly quotes, and dashes joined to a word, in `text`, `module`'s reference page, that its source doesn't have"
+    source = (ROOT/PACKAGE/f'{module}.py').read_text()
+    return sorted({m[0] for m in SMART_QUOTES.finditer(text) if m[0] not in source})
 
 
 def api_problems(base, module, reports):
     "Exported functions and classes of `module` that have no entry on its reference page"
     url = urljoin(base, f'api/{module}.html')
     if url not in reports: return [f'{PACKAGE}.{module}: no reference page {url} reachable from the home page']
-    ids = reports[url].info.get('ids', [])
-    return [f'{url}: no reference entry for {PACKAGE}.{module}.{name}'
-            for name in documented_names(ROOT/PACKAGE/f'{module}.py') if f'{PACKAGE}.{module}.{name}' not in ids]
+    ids, text = reports[url].info.get('ids', []), reports[url].info.get('text', '')
+    problems = [f'{url}: no reference entry for {PACKAGE}.{module}.{name}'
+                for name in documented_names(ROOT/PACKAGE/f'{module}.py') if f'{PACKAGE}.{module}.{name}' not in ids]
+    problems += [f'{url}: shows an inherited docstring: {doc!r}' for doc in inherited_docstrings(module) if doc in text]
+    if chars := smart_quotes(text, module): problems.append(f'{url}: smart quotes changed the docstrings: {chars}')
+    return problems
 
 
 def documents(anchor, name, html):
@@ -226,6 +263,22 @@ def nbdev_link_problems(site):
     return problems
 
 
+# What only the HTML page needs, and plain Markdown shows as text: a MyST heading id, an `export_doc` method anchor
+HTML_ONLY = re.compile(r'^(\{#[\w-]+\}|<span id="[^"]+"></span>)$', re.MULTILINE)
+IMAGE = re.compile(r'!\[[^\]]*\]\(([^)\s]+)')
+
+
+def markdown_problems(site):
+    "What the Markdown beside each page (`data.html.md`, which `Docs:` links name) gets wrong: images, MyST-only lines"
+    problems = []
+    for md in sorted(Path(site).glob('*.html.md')):
+        text = md.read_text()
+        problems += [f'{md.name}: image {src} is not on the site' for src in IMAGE.findall(text)
+                     if '://' not in src and not (md.parent/unquote(src)).is_file()]
+        problems += [f'{md.name}: line for the HTML page only: {line}' for line in HTML_ONLY.findall(text)]
+    return problems
+
+
 def check(site, nbs, shots):
     "All problems found on the site, after saving the screenshots; prints what it visits"
     chapters = [chapter(nb) for nb in notebooks(nbs)]
@@ -239,6 +292,7 @@ def check(site, nbs, shots):
         problems += [p for m in modules(ROOT/PACKAGE) for p in api_problems(base, m, reports)]
         problems += link_problems(page, base, reports)
         problems += nbdev_link_problems(Path(site))
+        problems += markdown_problems(site)
         print(f'checked {len(reports)} pages ({len(chapters)} notebooks) at {base}')
         save_screenshots(page, base, chapters[:2], shots)
         browser.close()

@@ -126,7 +126,7 @@ def plot_problem(fname): # the `--plot` file
 
 def presize_problem(presize, # --presize, or `None`
                     size):    # the run's image size in px
-    "Why `presize` can't be the item resize of a run at `size` px (`None` if it can), in `run_recipe`'s words"
+    "Why `presize` can't be the item resize of a run at `size` px (`None` if it can), in the command line's words"
     if presize and presize < size:  # the item resize is there to leave room for the batch crops
         return (f"--presize {presize} is smaller than the run's image size, {size} px. "
                 f"Fix: --presize {size} or more, or leave it out")

@@ -232,7 +232,8 @@ def changes_each_epoch(dl): # a fastai `TfmdDL`
 class DecodeOnce(Callback):
     "Before every `fit`, replace the learner's loaders by `store_dls` of them, if they fit and make the same pictures"
     order = -20  # before the callbacks that read or wrap the loaders (training/eval switch, data-parallel wrapper)
-    def __init__(self): self.refused = None  # the `DataLoaders` kept as they are: not tried again
+    def __init__(self):
+        self.refused = None  # the `DataLoaders` kept as they are: not tried again
 
     def before_fit(self):  # also sent by `validate`, `get_preds` and `tta`
         if isinstance(self.dls.train, StoreDL) or self.dls is self.refused: return

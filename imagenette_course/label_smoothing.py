@@ -36,6 +36,7 @@ class LabelSmoothingCE(nn.Module):
         self.eps, self.reduction = eps, reduction
 
     def forward(self, logits, y):
+        "The loss of `logits` against class indices `y`, reduced as `reduction` says"
         if self.reduction not in ('mean', 'sum', 'none'):
             raise ValueError(f"unknown reduction {self.reduction!r}: use 'mean', 'sum' or 'none'")
         loss = -(smooth_targets(y, logits.size(-1), self.eps) * F.log_softmax(logits, dim=-1)).sum(-1)

@@ -76,6 +76,14 @@ def make_parser():
     return p
 
 
+def not_data(e):
+    "The message of `DataError` `e` about DATA, with a fix of its own: the package's names --data and IMAGENETTE_PATH"
+    problem = str(e).split('Fix:')[0].rstrip()
+    return (f"DATA: {problem}\nFix: give as DATA an Imagenette folder (train/ and val/). To make a copy from "
+            f"Imagenette at SOURCE: python scripts/make_gpu_data.py SOURCE PACK (or `make gpu-data`, PACK "
+            f"build/gpu_data), then python scripts/unpack_gpu_data.py PACK NEW_FOLDER, and pass NEW_FOLDER as DATA.")
+
+
 def git_commit():
     "The short hash of this checkout's HEAD, or None outside a git checkout"
     try: out = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=Path(__file__).parent)
@@ -317,7 +325,7 @@ def main(argv=None):
         torch.set_num_threads(1)
     args.mode = args.mode or 'full'
     try: data = check_imagenette(resolve_data_path(args.data))
-    except DataError as e: parser.error(f"{e}\nTo make a small copy: python scripts/make_gpu_data.py SOURCE {args.data}")
+    except DataError as e: parser.error(not_data(e))
     if not args.smoke and not torch.cuda.is_available():
         parser.error("no CUDA GPU is visible: the full-mode check needs one. Use --smoke for the small CPU run.")
     selected = None if args.recipes is None else args.recipes.split(',')

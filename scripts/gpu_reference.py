@@ -10,8 +10,9 @@ draws from its ledger).
 A run's results don't include what the command never reached (a run stopped by its time limit): the runs the summary
 says the check planned (`planned`) are listed too, as not finished, so that no chapter reads a missing result as a
 missing technique. The plan is the summary's own, never today's run order, which may have runs the check never had.
-It also shortens the machine paths the run's files in results/gpu/ hold, as results/cpu/ has them: each data folder
-to its name, the check's output folder to nothing (its files by name).
+It also shortens the machine paths the run's files in results/gpu/ hold, and those of the other committed runs
+(`run_folders`), as results/cpu/ has them: each data folder to its name, the check's output folder to nothing (its
+files by name).
 """
 import argparse, hashlib, importlib.util, json, sys
 from collections import Counter
@@ -137,7 +138,9 @@ def with_table(readme, table):
 def machine_paths(summary, ledger):
     """{a path on the machine that ran the check: what the committed files say instead}: each data folder the ledger's
     records name, its name (as results/cpu/ has them); the check's output folder, nothing (its files by name)"""
-    data = {r['config']['path'] for r in ledger if Path((r.get('config') or {}).get('path') or '').is_absolute()}
+    configs = [r.get('config') or {} for r in ledger]
+    # the first checks' records named the data folder `data`
+    data = {d for c in configs if Path(d := c.get('path') or c.get('data') or '').is_absolute()}
     ledger_file = Path(summary.get('ledger') or '')
     out = ledger_file.parent if ledger_file.is_absolute() else None  # earlier checks wrote its whole path
     return {**{d: Path(d).name for d in data}, **({f'{out}/': ''} if out else {})}
@@ -149,29 +152,39 @@ def shortened(text, paths): # {machine path: what to say instead}, from `machine
     return text
 
 
+def run_folders():
+    "Every committed folder of run results (a ledger, maybe a summary and logs): the GPU run's, then the others"
+    return SUMMARY.parent, ROOT/'results/cpu', ROOT/'bench/gpu-results'
+
+
+def run_files(folder):
+    "{each text file of the run results in `folder`: its text with the machine's paths shortened}"
+    summary, ledger = folder/'summary.json', folder/'ledger.jsonl'
+    records = [json.loads(line) for line in ledger.read_text().splitlines() if line.strip()] if ledger.is_file() else []
+    paths = machine_paths(json.loads(summary.read_text()) if summary.is_file() else {}, records)
+    return {f: shortened(f.read_text(), paths) for f in sorted(folder.iterdir())
+            if f.suffix in ('.json', '.jsonl', '.txt')}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--check', action='store_true', help="exit 1 if the packaged reference or README is out of date")
     p.add_argument('--commit', help="the commit the run was made from, for a summary that doesn't record it")
     args = p.parse_args(argv)
     old = json.loads(PACKAGED.read_text()) if PACKAGED.is_file() else {}
-    records = lambda text: [json.loads(line) for line in text.splitlines() if line.strip()]
-    ledger = records(LEDGER.read_text()) if LEDGER.is_file() else []
-    paths = machine_paths(json.loads(SUMMARY.read_text()), ledger)
-    # the run's own files as they are committed: its text files with the machine's paths shortened
-    run_files = {f: shortened(f.read_text(), paths) for f in sorted(SUMMARY.parent.iterdir())
-                 if f.suffix in ('.json', '.jsonl', '.txt')}
-    summary = json.loads(run_files[SUMMARY])
-    if LEDGER in run_files: ledger = records(run_files[LEDGER])
+    # the runs' own files as they are committed: their text files with the machine's paths shortened
+    committed = {f: text for folder in run_folders() for f, text in run_files(folder).items()}
+    summary = json.loads(committed[SUMMARY])
+    ledger = [json.loads(line) for line in committed.get(LEDGER, '').splitlines() if line.strip()]
     same_run = (old.get('date'), old.get('device')) == (summary['started'][:10], summary['device'])
     commit = summary.get('commit') or args.commit or (old.get('commit') if same_run else None)
     if not commit: p.error("results/gpu/summary.json records no commit: pass the commit the run was made from, --commit HASH")
     try: ref = distil(summary, commit, ledger)
     except SummaryError as e: p.error(f"results/gpu/summary.json: {e}")
-    if DATA_PATH in run_files: ref['data_path_speed'] = data_path_speed(json.loads(run_files[DATA_PATH]))
+    if DATA_PATH in committed: ref['data_path_speed'] = data_path_speed(json.loads(committed[DATA_PATH]))
     text = json.dumps(ref, indent=1) + '\n'
     readme = with_table(README.read_text(), markdown_table(ref))
-    outputs = {**run_files, PACKAGED: text, README: readme}
+    outputs = {**committed, PACKAGED: text, README: readme}
     if args.check:
         stale = [str(f.relative_to(ROOT)) for f, new in outputs.items() if not f.is_file() or f.read_text() != new]
         if ledger and figure_of() != ledger_digest(): stale.append(str(FIGURE.relative_to(ROOT)))
@@ -182,8 +195,8 @@ def main(argv=None):
         if not f.is_file() or f.read_text() != new: f.write_text(new)
     if ledger: save_figure(ledger)
     print(f"wrote {PACKAGED.relative_to(ROOT)}, the table in README.md and {FIGURE.relative_to(ROOT)}, and shortened "
-          f"the machine paths in results/gpu/; now re-execute the chapters (make notebooks): their checked outputs "
-          f"print the old run until then")
+          f"the machine paths in {', '.join(f'{d.relative_to(ROOT)}/' for d in run_folders())}; now re-execute the "
+          f"chapters (make notebooks): their checked outputs print the old run until then")
 
 
 def ledger_digest():

@@ -44,7 +44,8 @@ def whole_number(lo, hi=None):
 
 def make_parser():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('source', nargs='?', default=os.environ.get('IMAGENETTE_PATH'),
+    # an exported but empty IMAGENETTE_PATH (the Makefile's without ../shared, the workflow's when unset) is no folder
+    p.add_argument('source', nargs='?', default=os.environ.get('IMAGENETTE_PATH') or None,
                    help="Imagenette folder holding train/ and val/ (default: $IMAGENETTE_PATH)")
     p.add_argument('dest', help="new folder for the pack (must not exist yet, or be empty)")
     p.add_argument('--size', type=whole_number(1), default=224, help="side of the square images, in px (default 224)")

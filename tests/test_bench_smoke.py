@@ -116,10 +116,21 @@ time.sleep(60)
 """
 
 
-def gpu_check_module():
-    spec = importlib.util.spec_from_file_location('gpu_check', ROOT/'scripts'/'gpu_check.py')
+def load_script(path):
+    "The script at `path` (in the repository) as a module"
+    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT/path)
     module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
     return module
+
+
+def gpu_check_module(): return load_script('scripts/gpu_check.py')
+
+
+def refusal(main, argv, capture):
+    "What `main(argv)` says as it refuses its arguments (argparse's exit status 2), without its usage line"
+    with pytest.raises(SystemExit) as e: main(argv)
+    assert e.value.code == 2
+    return capture.readouterr().err.split('error: ', 1)[1]  # capture: pytest's capsys or capfd
 
 
 def fake_lanes(tmp_path, kinds):
@@ -179,8 +190,7 @@ def test_data_path_benchmark_smoke_measures_every_path(shared_data, tmp_path):
 
 def test_data_path_benchmark_without_room_for_the_decoded_images_measures_the_other_paths(shared_data, tmp_path):
     "On a GPU with too little free memory (`NoRoom`), as the check falls back to the book's loaders: null, not a crash"
-    spec = importlib.util.spec_from_file_location('gpu_data_path', ROOT/'bench'/'gpu_data_path.py')
-    bench = importlib.util.module_from_spec(spec); spec.loader.exec_module(bench)
+    bench = load_script('bench/gpu_data_path.py')
     def no_room(*args, **kwargs): raise NoRoom("the fast data path keeps every decoded image on the GPU")
     bench.store_dls = no_room
     (res,) = bench.main([str(shared_data), '--smoke', '--rounds', '1', '--out', str(tmp_path/'dp.json')])['sizes']
@@ -189,10 +199,57 @@ def test_data_path_benchmark_without_room_for_the_decoded_images_measures_the_ot
     assert json.loads((tmp_path/'dp.json').read_text())['sizes'] == [res]
 
 
-def test_data_path_benchmark_refuses_no_rounds(shared_data):
-    out = subprocess.run([sys.executable, str(ROOT/'bench'/'gpu_data_path.py'), str(shared_data), '--smoke',
-                          '--rounds', '0'], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and '--rounds and --steps must be at least 1' in out.stderr
+def test_data_path_benchmark_refuses_bad_counts_sizes_and_data(fake_imagenette, tmp_path, capsys):
+    main = load_script('bench/gpu_data_path.py').main
+    assert '--rounds: 0 is too small' in refusal(main, [str(fake_imagenette), '--smoke', '--rounds', '0'], capsys)
+    assert '--steps: 0 is too small' in refusal(main, [str(fake_imagenette), '--smoke', '--steps', '0'], capsys)
+    assert "--sizes: 'abc' is not a whole number" in refusal(main, [str(fake_imagenette), '--sizes', '128,abc'], capsys)
+    assert 'which is not a folder' in refusal(main, [str(tmp_path/'nonexistent'), '--smoke'], capsys)
+
+
+def test_data_pipeline_benchmark_refuses_an_epoch_too_short_to_time_and_no_rounds(tmp_path, capsys):
+    "An epoch shorter than the batches it times never ended; a second epoch in the timing restarts the workers"
+    main = load_script('bench/data_pipeline.py').main
+    short = refusal(main, ['--per-class', '5', '--batches', '1', '--rounds', '1'], capsys)
+    assert '--per-class 5 is too few' in short and 'use --per-class 13 or more' in short  # (1 + 1) x bs 64 / 10 classes
+    assert '--rounds: 0 is too small' in refusal(main, ['--rounds', '0'], capsys)
+    # the defaults pass, up to the data, which is checked before any loader is made from it
+    assert 'not a complete imagenette folder' in refusal(main, ['--data', str(tmp_path)], capsys)
+
+
+def test_train_step_benchmark_refuses_no_rounds_or_steps_and_shows_why_a_measurement_failed(capfd):
+    bench = load_script('bench/train_step.py')
+    assert '--rounds: 0 is too small' in refusal(bench.main, ['--rounds', '0'], capfd)
+    assert '--steps: 0 is too small' in refusal(bench.main, ['--steps', '0'], capfd)
+    with pytest.raises(subprocess.CalledProcessError):
+        bench.last_json([sys.executable, '-c', "import sys; sys.exit('the measurement failed because of this')"])
+    assert 'because of this' in capfd.readouterr().err  # the child's own words, not just its exit status
+
+
+def test_gpu_check_refuses_a_data_folder_in_terms_of_its_data_argument(tmp_path, capsys):
+    "gpu_check takes DATA (no --data) and no IMAGENETTE_PATH; a pack must be unpacked before it can read it"
+    said = refusal(gpu_check_module().main, [str(tmp_path), '--out', str(tmp_path/'out'), '--smoke'], capsys)
+    assert said.startswith('DATA: ') and 'missing split folder' in said
+    assert 'scripts/make_gpu_data.py SOURCE PACK' in said and 'scripts/unpack_gpu_data.py PACK NEW_FOLDER' in said
+    assert '--data' not in said and 'IMAGENETTE_PATH' not in said
+
+
+def test_make_gpu_data_takes_an_empty_imagenette_path_for_none(tmp_path, monkeypatch, capsys):
+    "The Makefile exports IMAGENETTE_PATH empty without ../shared, the workflow when its variable is unset"
+    monkeypatch.syspath_prepend(str(ROOT/'scripts'))  # the packer imports the unpacker
+    monkeypatch.setenv('IMAGENETTE_PATH', '')
+    said = refusal(load_script('scripts/make_gpu_data.py').main, [str(tmp_path/'pack')], capsys)
+    assert said.startswith('no Imagenette folder') and not (tmp_path/'pack').exists()
+
+
+def test_shrink_copy_checks_its_source_first_and_copies_the_noisy_labels_only_if_there(fake_imagenette, tmp_path,
+                                                                                       monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(ROOT/'results/cpu'))  # imported by name: its worker processes unpickle `shrink`
+    main = importlib.import_module('shrink_copy').main
+    assert 'not a complete imagenette folder' in refusal(main, [str(tmp_path), str(tmp_path/'nothing')], capsys)
+    assert not (tmp_path/'nothing').exists()
+    main([str(fake_imagenette), str(tmp_path/'small'), '--size', '16'])  # a copy without noisy_imagenette.csv
+    assert len(list((tmp_path/'small').rglob('*.JPEG'))) == 60 and not list((tmp_path/'small').glob('*.csv'))
 
 
 def test_unpacking_a_folder_that_is_not_a_pack_says_how_to_make_one(tmp_path):

@@ -7,8 +7,9 @@ import pytest
 
 DOCS = Path(__file__).resolve().parents[1]/'docs'
 sys.path.insert(0, str(DOCS))
-from build_site import NotebookError, as_markdown, documented, export_doc, notebooks, page_name, process_notebook  # noqa: E402
-from check_site import chapter, documented_names, documents, formulas  # noqa: E402
+from build_site import (NotebookError, as_markdown, autodata, documented, export_doc, markdown_text,  # noqa: E402
+                        notebooks, page_name, process_notebook)
+from check_site import chapter, documented_names, documents, formulas, markdown_problems  # noqa: E402
 
 NBS = DOCS.parent/'nbs'
 
@@ -41,6 +42,31 @@ def test_a_classs_documentation_holds_its_methods_anchors():
     assert doc.startswith('### RunConfig\n') and 'class RunConfig(' in doc
     assert '<span id="runconfig.subset"></span>' in doc and '<span id="runconfig.__str__"></span>' in doc
     assert not documented('distributed.html#gloofriendlydl._broadcast') and documented('data.html#runconfig.__str__')
+
+
+def test_show_doc_signatures_read_as_the_source():
+    "nbdev writes `mode=None` as `mode:NoneType=None`, a dataclass with `->None`, a Callback with fastai's keywords"
+    from imagenette_course import data, distributed
+    from imagenette_course._modidx import d as modidx
+    assert "def get_mode(\n    mode=None, # 'quick'" in export_doc(data, 'get_mode', modidx, 2)
+    run_config = export_doc(data, 'RunConfig', modidx, 2)
+    assert 'NoneType' not in run_config and '\n):\n```' in run_config and '->None' not in run_config
+    autotune = export_doc(distributed, 'CudnnAutotune', modidx, 2)
+    assert '```python\nclass CudnnAutotune()\n```' in autotune and 'after_create' not in autotune
+
+
+def test_a_callback_without_its_own_init_takes_no_arguments_in_the_reference():
+    "Its signature is fastai's `Callback.__init__`: event keywords the course never passes"
+    from conf import hide_callback_events
+    from fastai.callback.core import Callback
+    from imagenette_course.distributed import FusedOptimizer
+
+    class Scaled(Callback):
+        def __init__(self, scale=2): self.scale = scale
+
+    assert hide_callback_events(None, 'class', 'FusedOptimizer', FusedOptimizer, {}, '(*, after_create=None)', None) \
+        == ('()', None)
+    assert hide_callback_events(None, 'class', 'Scaled', Scaled, {}, '(scale=2)', None) is None
 
 
 def test_a_title_named_as_an_exported_function_leaves_it_the_anchor(tmp_path):
@@ -86,7 +112,16 @@ def test_home_page_then_chapters_by_file_name():
 
 def test_chapter_titles_and_api_names():
     assert chapter(NBS/'01_data.ipynb').title.startswith('Data')
-    assert {'get_dls', 'RunConfig'} <= set(documented_names(DOCS.parent/'imagenette_course'/'data.py'))
+    assert {'get_dls', 'RunConfig', 'MODES'} <= set(documented_names(DOCS.parent/'imagenette_course'/'data.py'))
+    assert {'MODE_NAMES', 'NOISE_CHOICES'} <= set(documented_names(DOCS.parent/'imagenette_course'/'cli.py'))
+
+
+def test_a_constants_reference_entry_shows_its_value_short():
+    "`RECIPES`' whole repr is a page long, and its functions' addresses would change with each build"
+    from imagenette_course import recipes, sota
+    assert autodata(sota, 'MIXUP_MIN_EPOCHS').endswith('sota.MIXUP_MIN_EPOCHS\n   :annotation: = 80\n')
+    value = autodata(recipes, 'RECIPES').splitlines()[1].removeprefix('   :annotation: = ')
+    assert len(value) == 70 and value.endswith('...') and ' at 0x' not in value
 
 
 def test_reference_pages_list_each_parameters_docment():
@@ -98,6 +133,9 @@ def test_reference_pages_list_each_parameters_docment():
     assert lines[:3] == ['The docstring', '', ':param bs: batch size'] and ":param dataset: or 'imagewoof'" in lines
     add_parameters(None, 'data', 'MODES', {}, {}, lines := [])
     assert lines == []
+    from imagenette_course.data import run_config
+    add_parameters(None, 'function', 'run_config', run_config, {}, lines := [])
+    assert ':param overrides: settings that win over both (`None` ones are ignored, as the CLI passes them)' in lines
 
 
 def test_the_notebooks_formulas_are_counted_outside_code():
@@ -114,3 +152,28 @@ def test_a_pages_markdown_has_its_text_code_and_text_outputs(tmp_path):
                                                                                    'text/plain': '<Figure>'})]))
     assert as_markdown(process_notebook(src, tmp_path/'out.ipynb')) == (
         '# Demo, after [data](data.html#x)\n\n```python\nprint(1)\nlearn.fit(1)\n```\n\n```\n1\n```\n\n```python\nplt.plot()\n```\n')
+
+
+def test_empty_progress_displays_are_dropped(tmp_path):
+    "`learn.tta()` leaves a bar at 0% and an epoch table without rows; a table with rows stays"
+    html = lambda h: nbformat.v4.new_output('display_data', data={'text/html': h, 'text/plain': h})
+    bar = '<div><progress max="1" value="0"></progress> 0.00% [0/1 00:00&lt;?]</div>'
+    table = '<table class="fastprogress"><thead><tr><th>epoch</th></tr></thead><tbody>{}</tbody></table>'
+    src = write_notebook(tmp_path/'05_demo.ipynb', nbformat.v4.new_code_cell('learn.tta()', outputs=[
+        html(f'<div>{bar}<div>{table.format("")}</div></div>'), html(table.format('<tr><td>0</td></tr>')),
+        html('<div></div>')]))
+    shown = [o.data['text/html'] for o in process_notebook(src, tmp_path/'out.ipynb').cells[0].outputs]
+    assert shown == [table.format('<tr><td>0</td></tr>'), '<div></div>']
+
+
+def test_a_pages_markdown_has_no_html_only_lines_and_a_badge_that_loads(tmp_path):
+    "MyST's title id and methods' anchors mean nothing in Markdown; the site's badge copy isn't beside the `.html.md`"
+    source = ('{#mixup-chapter}\n# Mixup\n\n[![Open In Colab](colab-badge.svg)](https://colab.research.google.com/x)'
+              '\n\n## MixUp\n\n<span id="mixup.before_batch"></span>\n<span id="mixup.lf"></span>\n\ntext')
+    text = markdown_text(source)
+    assert text == ('# Mixup\n\n[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]'
+                    '(https://colab.research.google.com/x)\n\n## MixUp\n\n\ntext')
+    (tmp_path/'mixup.html.md').write_text(source)
+    assert len(markdown_problems(tmp_path)) == 4  # the badge, the title's id, two anchors
+    (tmp_path/'mixup.html.md').write_text(text)
+    assert markdown_problems(tmp_path) == []

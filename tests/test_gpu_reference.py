@@ -102,14 +102,19 @@ def test_machine_paths_in_the_runs_files_are_shortened_as_results_cpu_has_them(g
     log = "/tmp/imagenette: 13394 images\n/tmp/imagenette-64px/train\nWrote /root/out/gpu/summary.json"
     assert gpu_reference.shortened(log, paths) == "imagenette: 13394 images\nimagenette-64px/train\nWrote summary.json"
     assert gpu_reference.machine_paths(dict(ledger='ledger.jsonl'), [dict(config=dict(path='imagenette'))]) == {}
+    first_checks = [dict(recipe='baseline', config=dict(data='/tmp/d/gpu_data'))]  # bench/gpu-results: `data`
+    assert gpu_reference.machine_paths({}, first_checks) == {'/tmp/d/gpu_data': 'gpu_data'}
 
 
-def test_the_committed_runs_files_name_no_machine_path():
+def test_the_committed_runs_files_name_no_machine_path(gpu_reference):
     "gpu_reference.py shortens the paths it knows of (its --check test finds those left); this finds any other"
-    for f in (ROOT/'results/gpu').iterdir():
-        if f.suffix in ('.json', '.jsonl', '.txt'):
-            text = f.read_text()
-            assert not any(p in text for p in ('/tmp/', '/root/', '/work/', '/home/')), f.name
+    committed = {f.parent for f in [*ROOT.glob('results/*/ledger.jsonl'), *ROOT.glob('bench/*/ledger.jsonl')]}
+    assert committed <= set(gpu_reference.run_folders())  # every folder of run results is shortened
+    for folder in gpu_reference.run_folders():
+        for f in [*folder.iterdir(), ROOT/'bench/README.md']:  # and the command the README quotes
+            if f.suffix in ('.json', '.jsonl', '.txt', '.md'):
+                text = f.read_text()
+                assert not any(p in text for p in ('/tmp/', '/root/', '/work/', '/home/')), f.relative_to(ROOT)
 
 
 def test_a_summary_written_before_presize_was_recorded_reads_as_the_default_presize(gpu_reference):

@@ -170,7 +170,7 @@ def test_blend_tta_extremes():
 
 
 def test_our_passes_move_the_model_to_the_datas_device_before_predicting(dls):
-    "As `learn.tta` does: only a fit moves the model, so an unfitted learner's is on the CPU while batches go to a GPU"
+    "As `learn.tta` does: only fastai's `before_fit` moves the model, so an unused learner's stays on the CPU"
     for predict in (lambda learn: tta(learn, n=1), flip_tta, lambda learn: compare_tta(learn, n=1)):
         learn, moved_to, unmoved_forwards = small_learner(dls), [], []
         to = learn.model.to

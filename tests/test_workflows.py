@@ -86,3 +86,13 @@ def test_zizmor_finds_nothing():
     proc = subprocess.run([zizmor, '--offline', '--no-progress', ROOT/'.github'/'workflows'],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_gpu_check_runs_when_what_it_installs_changes_and_its_log_is_the_new_runs():
+    wf = load(ROOT/'.github'/'workflows'/'gpu-check.yml')
+    assert {'pyproject.toml', 'requirements/constraints.txt', 'Makefile'} <= set(wf['on']['push']['paths'])
+    # `make gpu-check` writes $(GPU_OUT)/log.txt afresh (an earlier run's log must not sit beside the new results);
+    # a second writer would interleave with it
+    assert not [r for r in runs(wf) if 'log.txt' in r]
+    recipe = re.search(r'^gpu-check: install.*\n((?:\t.*\n)+)', (ROOT/'Makefile').read_text(), re.M)[1]
+    assert 'log.txt)' in recipe.split('rm -f', 1)[1].splitlines()[0] and 'tee $(GPU_OUT)/log.txt' in recipe

@@ -136,7 +136,7 @@ def main(argv=None):
     p.add_argument('--smoke', action='store_true', help="tiny sizes and steps, on a CPU")
     args = p.parse_args(argv)
     try: data = check_imagenette(resolve_data_path(args.data))
-    except DataError as e: p.error(str(e))
+    except DataError as e: p.error(f"DATA: {e.problem}\nFix: pass an Imagenette folder (train/ and val/) as DATA")
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     if device.type != 'cuda' and not args.smoke: p.error("no CUDA GPU is visible: use --smoke for the tiny CPU run")
     sizes, bs, steps, warmup, per_class = (([32], 8, 2, 1, 2) if args.smoke else

@@ -79,7 +79,9 @@ def drop_empty(cell):
 # What fastprogress leaves in an output when nothing was shown by the end: a bar with its status line (`0.00% [0/1
 # 00:00<?]`), and fastai's epoch table with no rows (`learn.tta()` draws both, then finishes without an epoch).
 _re_progress_bar = re.compile(r'<progress[^>]*>\s*</progress>[^<]*')
-_re_empty_table = re.compile(r'<table[^>]*>\s*(<thead>.*?</thead>)?\s*<tbody>\s*</tbody>\s*</table>', re.DOTALL)
+# fastprogress's own epoch table (`text2html_table`), its header inside the one table: no other output's is dropped
+_re_empty_table = re.compile(r'<table class="fastprogress">\s*(<thead>(?:(?!</?table).)*?</thead>)?\s*<tbody>\s*</tbody>'
+                             r'\s*</table>', re.DOTALL)
 _re_tag = re.compile(r'<[^>]+>')
 
 

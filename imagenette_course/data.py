@@ -62,6 +62,10 @@ def dataset_info(name='imagenette'): # a name of `DATASETS`: 'imagenette' or 'im
 # %% ../nbs/01_data.ipynb #a3691efa
 class DataError(Exception):
     "The dataset's folder is missing or broken; the message says where and what to do about it."
+    @property
+    def problem(self):
+        "The message without its fix, for a script whose data argument is not the command line's --data"
+        return str(self).split('Fix:')[0].rstrip()
 
 def resolve_data_path(path=None,            # a folder holding train/ and val/; default: the environment variable, then a download
                       dataset='imagenette'): # a name of `DATASETS`

@@ -78,8 +78,7 @@ def make_parser():
 
 def not_data(e):
     "The message of `DataError` `e` about DATA, with a fix of its own: the package's names --data and IMAGENETTE_PATH"
-    problem = str(e).split('Fix:')[0].rstrip()
-    return (f"DATA: {problem}\nFix: give as DATA an Imagenette folder (train/ and val/). To make a copy from "
+    return (f"DATA: {e.problem}\nFix: give as DATA an Imagenette folder (train/ and val/). To make a copy from "
             f"Imagenette at SOURCE: python scripts/make_gpu_data.py SOURCE PACK (or `make gpu-data`, PACK "
             f"build/gpu_data), then python scripts/unpack_gpu_data.py PACK NEW_FOLDER, and pass NEW_FOLDER as DATA.")
 

@@ -14,21 +14,27 @@ set -euo pipefail
 out=${1:?pass the results folder, e.g. \$OUT/gpu}
 commit=${2:?pass the commit being run, e.g. \$(git rev-parse --short HEAD)}
 mkdir -p "$out"
-# The lanes' folders as one archive (none deeper than $OUT/a/b/ comes back), if the check got to make them
-archive_lanes() { if [[ -d $out/lanes ]]; then tar czf "$out/lanes.tgz" -C "$out" lanes && rm -rf "$out/lanes"; fi; }
+# The lanes' folders, their machine paths shortened, as one archive (none deeper than $OUT/a/b/ comes back), if
+# the check got to make them
+archive_lanes() {
+  shorten_paths
+  if [[ -d $out/lanes ]]; then tar czf "$out/lanes.tgz" -C "$out" lanes && rm -rf "$out/lanes"; fi
+}
 # The log and the lanes' files without this machine's paths, as results/cpu/ names things (scripts/gpu_reference.py
 # shortens the ledger's and the summary's): the results folder's files by name, the data folder by its name, the
 # repository's and the installed packages' files by their own (tracebacks), the smoke run's and the checkpoints'
 # temporary folders as smoke/ and checkpoints/
 shorten_paths() {
-  local sed_args=(-e "s#$out/##g" -e "s#/tmp/imagenette#imagenette#g" -e "s#/tmp/site/##g" -e "s#$PWD/##g")
+  local sed_args=(-e "s#$out/##g" -e "s#/tmp/imagenette#imagenette#g" -e "s#/tmp/site/##g")
   [[ -n ${smoke:-} ]] && sed_args+=(-e "s#$smoke#smoke#g")
   [[ -n ${IMAGENETTE_CHECKPOINTS:-} ]] && sed_args+=(-e "s#$IMAGENETTE_CHECKPOINTS#checkpoints#g")
+  # the repository last, as it may hold the folders above; never `/`, whose rule would take the `/` of every `//`
+  [[ $PWD != / ]] && sed_args+=(-e "s#$PWD/##g")
   find "$out" -type f \( -name '*.txt' -o -name '*.json' -o -name '*.jsonl' \) -exec sed -i "${sed_args[@]}" {} +
 }
 # Whatever ends the script: the archive, nothing else beside the results, and the command's wall time
 finish() {
-  shorten_paths || true; archive_lanes || true; rm -rf "$out"/*.lock "$out"/*.tmp; ls -l "$out"
+  archive_lanes || true; rm -rf "$out"/*.lock "$out"/*.tmp; ls -l "$out"
   echo "=== lent_gpu_check.sh: ${SECONDS} s in all" | tee -a "$out/log.txt"
 }
 trap finish EXIT

@@ -204,7 +204,8 @@ def test_data_path_benchmark_refuses_bad_counts_sizes_and_data(fake_imagenette, 
     assert '--rounds: 0 is too small' in refusal(main, [str(fake_imagenette), '--smoke', '--rounds', '0'], capsys)
     assert '--steps: 0 is too small' in refusal(main, [str(fake_imagenette), '--smoke', '--steps', '0'], capsys)
     assert "--sizes: 'abc' is not a whole number" in refusal(main, [str(fake_imagenette), '--sizes', '128,abc'], capsys)
-    assert 'which is not a folder' in refusal(main, [str(tmp_path/'nonexistent'), '--smoke'], capsys)
+    no_data = refusal(main, [str(tmp_path/'nonexistent'), '--smoke'], capsys)
+    assert 'which is not a folder' in no_data and 'as DATA' in no_data and '--data' not in no_data  # DATA: positional
 
 
 def test_data_pipeline_benchmark_refuses_an_epoch_too_short_to_time_and_no_rounds(tmp_path, capsys):
@@ -246,7 +247,8 @@ def test_shrink_copy_checks_its_source_first_and_copies_the_noisy_labels_only_if
                                                                                        monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(ROOT/'results/cpu'))  # imported by name: its worker processes unpickle `shrink`
     main = importlib.import_module('shrink_copy').main
-    assert 'not a complete imagenette folder' in refusal(main, [str(tmp_path), str(tmp_path/'nothing')], capsys)
+    not_source = refusal(main, [str(tmp_path), str(tmp_path/'nothing')], capsys)
+    assert 'not a complete imagenette folder' in not_source and 'as SOURCE' in not_source and '--data' not in not_source
     assert not (tmp_path/'nothing').exists()
     main([str(fake_imagenette), str(tmp_path/'small'), '--size', '16'])  # a copy without noisy_imagenette.csv
     assert len(list((tmp_path/'small').rglob('*.JPEG'))) == 60 and not list((tmp_path/'small').glob('*.csv'))

@@ -161,9 +161,10 @@ def test_empty_progress_displays_are_dropped(tmp_path):
     table = '<table class="fastprogress"><thead><tr><th>epoch</th></tr></thead><tbody>{}</tbody></table>'
     src = write_notebook(tmp_path/'05_demo.ipynb', nbformat.v4.new_code_cell('learn.tta()', outputs=[
         html(f'<div>{bar}<div>{table.format("")}</div></div>'), html(table.format('<tr><td>0</td></tr>')),
-        html('<div></div>')]))
+        html('<div></div>'), html(table.format('<tr><td>0</td></tr>') + table.format('')),  # a table with rows kept
+        html('<table><thead><tr><th>x</th></tr></thead><tbody></tbody></table>')]))  # not fastprogress's: kept
     shown = [o.data['text/html'] for o in process_notebook(src, tmp_path/'out.ipynb').cells[0].outputs]
-    assert shown == [table.format('<tr><td>0</td></tr>'), '<div></div>']
+    assert len(shown) == 4 and shown[0] == table.format('<tr><td>0</td></tr>') and shown[1] == '<div></div>'
 
 
 def test_a_pages_markdown_has_no_html_only_lines_and_a_badge_that_loads(tmp_path):

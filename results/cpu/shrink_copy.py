@@ -35,7 +35,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     # checked before any image is shrunk: a wrong SOURCE would otherwise give an empty copy, or fail at the end
     try: source = check_imagenette(resolve_data_path(args.source))
-    except DataError as e: p.error(str(e))
+    except DataError as e: p.error(f"SOURCE: {e.problem}\nFix: pass an Imagenette folder (train/ and val/) as SOURCE")
     files = sorted(get_image_files(source))
     with ProcessPoolExecutor() as ex: list(ex.map(partial(shrink, source, args.dest, args.size), files, chunksize=256))
     noisy = source/DATASETS['imagenette'].noisy_csv  # chapter 7's noisy labels; a copy of Imagenette may lack them

@@ -6,8 +6,9 @@ Docs: https://imagenette-course.github.io/imagenette_course/baseline.html.md"""
 
 # %% auto #0
 __all__ = ['BOOK', 'READER', 'LEADERBOARD', 'NOISY', 'NOISY_LOG', 'WOOF', 'REFERENCES', 'REFERENCE_EPOCH_SECONDS',
-           'FULL_MODE_FILE', 'references', 'full_mode_run', 'full_mode_result', 'book_accuracy', 'epoch_seconds',
-           'run_name', 'comparable_accuracy', 'full_mode_lines', 'repo_file', 'baseline']
+           'FULL_MODE_FILE', 'check_recipes', 'references', 'full_mode_run', 'full_mode_recipes', 'full_mode_result',
+           'book_accuracy', 'epoch_seconds', 'run_name', 'comparable_accuracy', 'full_mode_lines', 'repo_file',
+           'baseline']
 
 # %% ../nbs/02_baseline.ipynb #9d401c32
 from fastai.callback.schedule import fit_one_cycle  # adds Learner.fit_one_cycle
@@ -50,9 +51,24 @@ REFERENCES = [  # (recipe, accuracy, source, setting)
 # Seconds per training epoch at 224 px: the book's notebook (its GPU) and the reader's run
 REFERENCE_EPOCH_SECONDS = [(63, BOOK), (133, READER)]
 
+def check_recipes(recipes, # the recipe names a function was given as `*recipes`
+                  known,   # the names it knows
+                  where):  # where it looks them up, for the message, e.g. 'REFERENCES'
+    "`TypeError` for a list given as one of `recipes`, `ValueError` for a name not in `known`: never an empty answer"
+    if not all(isinstance(name, str) for name in recipes):  # `f(['a', 'b'])` for `f('a', 'b')`
+        raise TypeError(f"recipes={recipes!r}: each must be a name. Fix: pass the recipes as separate arguments "
+                        f"(a list unpacked with *)")
+    if unknown := [name for name in recipes if name not in known]:  # 'Baseline' would match nothing, silently
+        raise ValueError(f"recipe {', '.join(map(repr, unknown))}: not in {where}. Fix: one of "
+                         f"{', '.join(map(repr, dict.fromkeys(known)))}")
+
 def references(*recipes:str,           # recipe names as in `REFERENCES` (none: every row)
                source:str|None=None): # only the rows of this source, e.g. `BOOK` (`None`: every source)
     "The rows of `REFERENCES` for `recipes`, as printable lines"
+    check_recipes(recipes, [name for name, *_ in REFERENCES], 'REFERENCES')
+    if source not in (None, *(src for *_, src, _ in REFERENCES)):  # the whole text of a source, not 'book'
+        raise ValueError(f"source={source!r}: not a source of REFERENCES. Fix: one of this module's constants "
+                         f"BOOK, READER, LEADERBOARD, NOISY, NOISY_LOG, WOOF, e.g. source=BOOK")
     return [f"{name:28} {acc:7.2%}  {setting}  [{src}]" for name, acc, src, setting in REFERENCES
             if (not recipes or name in recipes) and source in (None, src)]
 
@@ -67,12 +83,17 @@ def full_mode_run():
     f = resources.files('imagenette_course')/FULL_MODE_FILE
     return json.loads(f.read_text()) if f.is_file() else None
 
+def full_mode_recipes():
+    "The recipes of the committed GPU run, in its order (none if there is no run)"
+    return list(dict.fromkeys(r['recipe'] for r in (full_mode_run() or dict(runs=[]))['runs']))
+
 def full_mode_result(recipe:str,           # a recipe of the command line, e.g. 'baseline'
                      noise:int=0,           # % of noisy training labels it was trained on
                      split:str='official',  # 'official' or 'random'
                      presize:int|None=None):# the presize it was given (`None`: the default one)
     "The committed GPU run's result of `recipe` trained with `noise`, `split` and `presize`, or `None` if it has none"
     run, wanted = full_mode_run() or dict(runs=[]), (recipe, noise, split, presize)
+    if run['runs']: check_recipes([recipe], full_mode_recipes(), 'the GPU run')  # 'Baseline' is no "not run"
     return next((r for r in run['runs'] if (r['recipe'], r['noise'], r['split'], r.get('presize')) == wanted), None)
 
 def book_accuracy(recipe): # a recipe of the command line, e.g. 'progressive'
@@ -114,9 +135,7 @@ def full_mode_lines(*recipes:str,       # recipes to show (default: every one th
     "The committed GPU run's results for `recipes` as printable lines, each result followed by the book's number if it has one"
     run = full_mode_run()
     if run is None: return ["No full-mode GPU run is committed yet: `make gpu-check` on a GPU makes one."]
-    unknown = set(recipes) - {r['recipe'] for r in run['runs']}
-    if unknown: raise ValueError(f"no recipe {', '.join(sorted(unknown))} in the GPU run: it has "
-                                 f"{', '.join(dict.fromkeys(r['recipe'] for r in run['runs']))}")
+    check_recipes(recipes, full_mode_recipes(), 'the GPU run')
     shared = f", {run['lanes']} runs at a time (seconds per epoch are shared time)" if run['lanes'] > 1 else ''
     fed = f", {run['data_path']} data path" if run.get('data_path') else ''  # 'fast': appendix 92a's, decoded once
     lines = [f"Full mode, one run on {run['device']}, {run['date']}, commit {run['commit']}{fed}{shared}:",

@@ -6,11 +6,11 @@ Docs: https://imagenette-course.github.io/imagenette_course/data.html.md"""
 
 # %% auto #0
 __all__ = ['DATASETS', 'CLASS_NAMES', 'SPLITS', 'MODES', 'BOOK_PRESIZE', 'BOOK_SIZE', 'NOISE_LEVELS', 'Dataset', 'dataset_info',
-           'DataError', 'resolve_data_path', 'class_name', 'check_counts', 'check_presize', 'RunConfig', 'device_name',
-           'get_mode', 'run_config', 'balanced_subset', 'looks_like', 'nearby_dataset', 'foreign_split',
-           'splits_without_folders', 'check_imagenette', 'image_problem', 'drop_unreadable', 'imagenette_items',
-           'check_split', 'check_every_class_left', 'default_presize', 'check_noise', 'read_noisy_labels', 'NoisyLabel',
-           'get_dls']
+           'DataError', 'resolve_data_path', 'class_name', 'check_counts', 'check_presize', 'check_lr', 'check_seed',
+           'RunConfig', 'device_name', 'get_mode', 'run_config', 'balanced_subset', 'looks_like', 'nearby_dataset',
+           'foreign_split', 'splits_without_folders', 'check_imagenette', 'image_problem', 'drop_unreadable',
+           'imagenette_items', 'check_split', 'check_every_class_left', 'default_presize', 'check_noise',
+           'read_noisy_labels', 'NoisyLabel', 'get_dls']
 
 # %% ../nbs/01_data.ipynb #92fc4ba8
 import numbers, os, random, warnings
@@ -71,6 +71,9 @@ def resolve_data_path(path=None,            # a folder holding train/ and val/; 
                       dataset='imagenette'): # a name of `DATASETS`
     "The folder of `dataset`: `path` if given, else its environment variable (`$IMAGENETTE_PATH`), else `untar_data`"
     ds = dataset_info(dataset)
+    if path is not None and not str(path).strip():  # '' would be the current folder, as `Path('')` is
+        raise DataError(f"path={path!r}: it is empty. Fix: give the folder that holds {ds.name}'s train/ and val/ "
+                        f"folders, or None for {ds.env}, then a download.")
     if path is None and not os.environ.get(ds.env):
         try: return Path(untar_data(ds.url))
         except Exception as e:
@@ -108,6 +111,16 @@ def check_presize(presize, # the item resize before augmentation, in px; `None`:
         raise ValueError(f"presize={presize} is smaller than size={size}: the item resize must leave the crops room. "
                          f"Fix: presize={size} or more, or None for the book's (scaled to the size)")
 
+def check_lr(lr): # the peak learning rate
+    "`ValueError` unless `lr` is a real number above 0 (a negative one would train by gradient ascent, silently)"
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < lr < float('inf'):  # NaN fails `<` too
+        raise ValueError(f"lr={lr!r}: it must be a number above 0, such as the book's 3e-3")
+
+def check_seed(seed): # the run's random seed
+    "`ValueError` unless `seed` is a whole number that numpy takes as a seed, as the command line's --seed"
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed={seed!r}: it must be a whole number from 0 to {2**32 - 1} (numpy's seeds)")
+
 @dataclass
 class RunConfig:
     "The settings of one run: the same cell is quick on a CPU and the book's run on a GPU"
@@ -129,6 +142,7 @@ class RunConfig:
         check_counts(n_train=self.n_train, n_valid=self.n_valid, size=self.size, bs=self.bs, epochs=self.epochs,
                      presize=self.presize)
         check_presize(self.presize, self.size)
+        check_lr(self.lr); check_seed(self.seed)
 
     @property
     def subset(self):
@@ -204,6 +218,7 @@ def nearby_dataset(path): # a folder given as the dataset's, which isn't
 def foreign_split(folder, # a split folder holding none of the dataset's class folders
                   ds):    # the `Dataset` expected there
     "A line on what `folder` holds instead of `ds`'s class folders, and {folder: WordNet id} of any named as people do"
+    folder = Path(folder)
     key = lambda name: name.lower().replace('_', ' ')  # 'English_springer' and 'english springer' alike
     by_name = {key(name): wnid for wnid, name in ds.classes.items()}
     folders = sorted(d.name for d in folder.iterdir() if d.is_dir())
@@ -218,6 +233,7 @@ def foreign_split(folder, # a split folder holding none of the dataset's class f
 
 def splits_without_folders(path): # the folder that should hold train/ and val/
     "Whether `path` has a split folder, and none of its split folders holds a folder"
+    path = Path(path)
     splits = [path/s for s in SPLITS if (path/s).is_dir()]
     return bool(splits) and not any(d.is_dir() for s in splits for d in s.iterdir())
 
@@ -363,6 +379,9 @@ def read_noisy_labels(csv,    # the dataset's noisy-label file
                       column, # its column for one noise level, e.g. 'noisy_labels_5'
                       ds):    # the dataset's `Dataset`
     "{training image's path under the dataset: class name} from `column` of `csv`; `DataError` if it isn't that file"
+    if not Path(csv).is_file():
+        raise DataError(f"{csv} is missing: the noisy labels come with {ds.name} from untar_data. Fix: copy "
+                        f"{ds.noisy_csv} beside train/ and val/, or run without --noise.")
     fix = f"Fix: restore {ds.noisy_csv} from {ds.name}'s archive (untar_data), or run without --noise."
     try: df = pd.read_csv(csv, dtype=str)  # paths and labels: text, even where one looks like a number
     except (ValueError, UnicodeDecodeError) as e:  # pandas' parse errors, an empty file, binary bytes
@@ -384,9 +403,6 @@ class NoisyLabel:
         ds = dataset_info(dataset)
         check_noise(noise)
         csv = Path(path)/ds.noisy_csv
-        if not csv.is_file():
-            raise DataError(f"{csv} is missing: the noisy labels come with {ds.name} from untar_data. Fix: copy "
-                            f"{ds.noisy_csv} beside train/ and val/, or run without --noise.")
         self.csv, self.ds = csv, ds
         self.labels = read_noisy_labels(csv, f'noisy_labels_{noise}', ds)
 
@@ -440,4 +456,8 @@ def get_dls(bs:int=64,               # batch size
     # only: reproducible=True would also switch cuDNN to its deterministic algorithms for the whole process, slowing
     # every convolution on a GPU, where other ops are not deterministic anyway
     set_seed(hash((seed, bs, size)) % 2**32)
-    return dblock.dataloaders(items, bs=bs, **kwargs)
+    dls = dblock.dataloaders(items, bs=bs, **kwargs)
+    if not len(dls.train):  # fastai drops the last partial batch: a fit would train nothing, its losses NaN
+        raise DataError(f"bs={bs}: nothing to train on, {len(dls.train_ds)} training images make no full batch of "
+                        f"{bs}. Fix: a smaller batch size (--bs on the command line), or more training images.")
+    return dls

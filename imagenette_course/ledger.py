@@ -6,10 +6,10 @@ Docs: https://imagenette-course.github.io/imagenette_course/ledger.html.md"""
 
 # %% auto #0
 __all__ = ['COMPARED_FIELDS', 'CONFIG_FIELDS', 'CONFIG_NONE_FIELDS', 'MAX_SECONDS', 'SHOWN_BROKEN', 'library_versions',
-           'shared_training', 'RunRecord', 'course_path', 'ledger_path', 'lock_file', 'unlock_file', 'locked',
-           'file_mode', 'append_record', 'record_problem', 'LedgerError', 'looks_like_a_record', 'special_file_problem',
-           'ledger_problem', 'check_is_ledger', 'read_ledger', 'data_name', 'latest_runs', 'runs_table',
-           'comparison_table', 'label_lifts', 'on_the_books_data', 'plot_comparison']
+           'shared_training', 'RunRecord', 'record_dict', 'course_path', 'ledger_path', 'lock_file', 'unlock_file',
+           'locked', 'file_mode', 'append_record', 'record_problem', 'LedgerError', 'looks_like_a_record',
+           'special_file_problem', 'ledger_problem', 'check_is_ledger', 'read_ledger', 'data_name', 'latest_runs',
+           'runs_table', 'comparison_table', 'label_lifts', 'on_the_books_data', 'plot_comparison']
 
 # %% ../nbs/90_ledger.ipynb #add2717e
 import codecs, errno, json, os, platform, stat, uuid, warnings
@@ -21,7 +21,8 @@ from pathlib import Path
 import fastai, torch, torchvision
 import matplotlib.pyplot as plt
 
-from .baseline import REFERENCES, book_accuracy, comparable_accuracy, full_mode_lines, full_mode_result
+from .baseline import (REFERENCES, book_accuracy, comparable_accuracy, full_mode_lines,
+                                       full_mode_recipes, full_mode_result)
 
 try: import fcntl
 except ImportError:  # Windows has no fcntl: the ledger's lock uses its C runtime's msvcrt instead
@@ -69,6 +70,10 @@ class RunRecord:
         return (f"{self.recipe}: accuracy {self.accuracy:.1%}{tta}{note} | {self.mode} mode, {device}, "
                 f"{self.n_train} train / {self.n_valid} valid images, {sizes} px, {self.epochs} epoch{'s' * (self.epochs != 1)}, "
                 f"{self.wall_time_s:.0f} s{shared}, seed {self.seed}")
+
+def record_dict(record): # a `RunRecord` (as `run_recipe` returns it), or a ledger record (a dict)
+    "`record` as the ledger holds it: a dict of its fields"
+    return asdict(record) if isinstance(record, RunRecord) else record
 
 # %% ../nbs/90_ledger.ipynb #d92bbeca
 def course_path(path, # given by the user (`None`: not given)
@@ -122,9 +127,13 @@ def file_mode(path): # a `Path`, made or not
 def append_record(record,     # a `RunRecord`, or a dict of its fields
                   path=None):  # the ledger file (default: `ledger_path()`)
     "Add `record` to the ledger at `path` atomically: the file is replaced whole, never left half-written"
+    record = record_dict(record)
+    # `read_ledger` would skip it; and a file whose only line is no record is refused as another program's
+    if problem := record_problem(record):
+        raise ValueError(f"not a run's record: {problem}; nothing was written")
+    line = json.dumps(record) + '\n'
     path = ledger_path(path).resolve()  # a symlinked ledger: replace the file it points to, and keep the link
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(asdict(record) if isinstance(record, RunRecord) else record) + '\n'
     # a name of its own: a file of the user's can't be in the way; a shared ledger must stay shared, and its lock
     mode, tmp = file_mode(path), path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     if path.exists(): check_is_ledger(path)  # appending to another program's file would break it; no lock file beside it
@@ -198,7 +207,7 @@ def special_file_problem(path): # an existing path, given as the ledger
     "Why `path` can't be the ledger without opening it (`None` if it may be): a device or a pipe, after following links"
     # opening a pipe to read waits for a writer forever, and `append_record` would replace a device, /dev/null
     # included, by a file of its own
-    mode = path.stat().st_mode
+    mode = os.stat(path).st_mode  # `path` may be a str
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a folder fails as it is opened, with its own message
         return f"the ledger {path} is not a regular file (a device or a pipe)"
 
@@ -240,7 +249,7 @@ def read_ledger(path=None): # the ledger file (`None`: `ledger_path()`)
 # %% ../nbs/90_ledger.ipynb #f8cb5231
 def data_name(record): # a ledger record
     "The data a record was trained on, in words: 'imagenette', or e.g. 'imagewoof, 25% noisy labels', 'imagenette, random split'"
-    cfg = record.get('config') or {}
+    cfg = record_dict(record).get('config') or {}
     noise, split = cfg.get('noise') or 0, cfg.get('split', 'official')  # records older than `split` used the official one
     return (cfg.get('dataset', 'imagenette') + (f", {noise}% noisy labels" if noise else '')
             + (f", {split} split" if split != 'official' else '')
@@ -249,7 +258,7 @@ def data_name(record): # a ledger record
 def latest_runs(records,   # ledger records (`read_ledger`)
                 order=()): # recipe names in the order to list them (others after)
     "The newest record of each (recipe, mode, device, data), sorted by data and mode, then by the recipe's place in `order`"
-    latest = {(r['recipe'], r['mode'], r['device'], data_name(r)): r for r in records}
+    latest = {(r['recipe'], r['mode'], r['device'], data_name(r)): r for r in map(record_dict, records)}
     rank = {name: i for i, name in enumerate(order)}
     return sorted(latest.values(), key=lambda r: (data_name(r), r['mode'], rank.get(r['recipe'], len(rank)), r['device']))
 
@@ -293,7 +302,7 @@ def label_lifts(xy,      # (x, y) of each point on the figure, in points (1/72 i
 
 def on_the_books_data(record): # a ledger record
     "Whether `record` ran on the data of the book's numbers: Imagenette with its own labels (any split or presize)"
-    cfg = record.get('config') or {}
+    cfg = record_dict(record).get('config') or {}
     return cfg.get('dataset', 'imagenette') == 'imagenette' and not cfg.get('noise')
 
 def plot_comparison(records,   # ledger records (`read_ledger`)
@@ -308,7 +317,8 @@ def plot_comparison(records,   # ledger records (`read_ledger`)
     marks = [(i, acc) for i, r in enumerate(runs) if on_the_books_data(r) and (acc := book_accuracy(r['recipe']))]
     if marks: ax1.scatter(*zip(*marks), marker='o', facecolors='none', edgecolors='k', zorder=3,
                           label="the book's notebook (reference)")
-    gpu = [(i, full_mode_result(r['recipe'])) for i, r in enumerate(runs) if data_name(r) == 'imagenette']
+    gpu = [(i, full_mode_result(r['recipe'])) for i, r in enumerate(runs)
+           if data_name(r) == 'imagenette' and r['recipe'] in full_mode_recipes()]  # none for a recipe it didn't run
     gpu = [(i, comparable_accuracy(g)) for i, g in gpu if g and g['status'] == 'ok']  # with TTA for tta, as the book's
     if gpu: ax1.scatter(*zip(*gpu), marker='x', color='k', zorder=3, label="the course's full-mode GPU run (reference)")
     ax1.set_xticks(range(len(runs)), labels, rotation=45, ha='right', fontsize=8)

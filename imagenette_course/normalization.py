@@ -54,6 +54,9 @@ def paired_accuracy_gap(right_a, # per image: whether model a classifies it corr
     if a.ndim != 1 or a.shape != b.shape or not len(a):
         raise ValueError(f"need one score per image for both models, on the same images: got {tuple(a.shape)} "
                          f"and {tuple(b.shape)}")
+    if bad := sorted({v for x in (a, b) for v in x.tolist()} - {0, 1}):  # scores or probabilities: a gap beyond ±1
+        raise ValueError(f"a score of {bad[0]:g}: each says whether a model is right on an image, 1 or 0 (or a bool). "
+                         f"Fix: `right_per_image(learn)`, or `preds.argmax(1) == targs`")
     d = b - a  # per image: +1 where only b is right, -1 where only a is, 0 where they agree
     # the plug-in standard error of a mean, which a bootstrap over the images converges to
     return d.mean().item(), (d.var(unbiased=False) / len(d)).sqrt().item()

@@ -20,7 +20,7 @@ from fastai.metrics import accuracy
 from fastai.vision.augment import RandomResizedCropGPU
 from fastai.vision.models.xresnet import xresnet50
 
-from .data import default_presize, get_dls
+from .data import check_counts, default_presize, get_dls
 
 # %% ../nbs/04_progressive_resizing.ipynb #35a8f232
 class EpochTimer(Callback):
@@ -59,8 +59,8 @@ def size_schedule(epochs:int,         # number of epochs
                   multiple:int=16     # round the ramp's sizes to a multiple of this
                  )->list:
     "Image size of each epoch: a linear ramp from `start` towards `end`, then `final_epochs` at `end`"
-    if final_epochs < 1:
-        raise ValueError(f"final_epochs={final_epochs}: the schedule must end at least one epoch at `end`")
+    # a size or epoch count fastai can't use, or a 0 that would divide: refused here, not mid-training
+    check_counts(epochs=epochs, start=start, end=end, final_epochs=final_epochs, multiple=multiple)
     if start > end: raise ValueError(f"start={start} is larger than end={end}: the sizes ramp up")
     ramp = max(epochs - final_epochs, 0)
     def ramped(i):  # rounded to `multiple`, kept within [start, end]
@@ -71,7 +71,11 @@ def size_schedule(epochs:int,         # number of epochs
 class ProgressiveResize(Callback):
     "Train epoch `i` of a fit at image size `sizes[i]` (the last size for later epochs), then restore the original size"
     order = -1  # set the size before EpochTimer and the progress bar see the epoch's first batch
-    def __init__(self, sizes): self.sizes = sizes # image size of each epoch, in px (`size_schedule`)
+    def __init__(self, sizes): # image size of each epoch, in px (`size_schedule`)
+        # an empty list or a size fastai can't crop to would fail only at the fit's first batch
+        try: check_counts(**{'len(sizes)': len(sizes)}, **{f'sizes[{i}]': s for i, s in enumerate(sizes)})
+        except ValueError as e: raise ValueError(f"{e}. Fix: sizes=size_schedule(epochs, start, end)") from None
+        self.sizes = sizes
 
     def before_fit(self):
         self.restore_size()  # after a fit of this Learner stopped by Ctrl-C (below)

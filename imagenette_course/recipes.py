@@ -229,6 +229,7 @@ def run_settings(name,           # a recipe of `RECIPES`
 def other_checkpoints(name, # a recipe of `RECIPES`
                       path): # its run's checkpoint file
     "The names of the checkpoints beside `path` of the same training function as recipe `name`, with other settings"
+    path = Path(path)
     return sorted(p.name for p in path.parent.glob(f"{RECIPES[name].train.__name__}-*.pt") if p != path)
 
 def run_recipe(name,                  # a recipe of `RECIPES`
@@ -291,9 +292,10 @@ def recorded_run(name,                   # a recipe of `RECIPES`
 def run_all(mode=None,       # 'quick' or 'full' (default: `get_mode()`)
             ledger=None,     # the ledger file (default: `ledger_path()`)
             data_path=None,  # 'fast' (appendix 92a) or 'book'; default: 'fast' on a GPU, else 'book'
-            names=None,      # the recipes to run, in order (default: every one, in chapter order)
+            names=None,      # the recipes to run, in order, or one's name (default: every one, in chapter order)
             **overrides):    # settings of `run_config` for every recipe
     "Run the recipes `names` one after the other, then print the comparison of what the ledger holds"
+    if isinstance(names, str): names = [names]  # one recipe's name, not its letters
     names = recipe_names() if names is None else list(names)
     # each name checked before anything trains; a recipe keeps its checkpoint while one still to run shares its
     # training (chapter 5's TTA measures chapter 4's model): a stop while that one measures loses no training

@@ -47,7 +47,8 @@ def run_key(name, # what is trained, e.g. the training function's name
             cfg):  # its `RunConfig`
     "A file name for training `name` with configuration `cfg`: the same arguments give the same name"
     settings = {k: v for k, v in asdict(cfg).items() if v is not None or k not in HASHED_WHEN_SET}
-    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    # a `Path` as its text: the name a str of the same folder gets
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"{name}-{cfg.mode}-{digest}"
 
 def unwrapped(model): # a model, or a data-parallel wrapper around one
@@ -296,6 +297,7 @@ def training_alone(path,                # the run's checkpoint file (`Checkpoint
     if rank_distrib():  # a data-parallel run's other processes train with the main one, which holds the lock
         yield
         return
+    path = Path(path)
     lock = path.with_name(path.name + '.lock')
     lock.parent.mkdir(parents=True, exist_ok=True)
     while True:

@@ -29,6 +29,14 @@ def test_missing_path_names_it(tmp_path, monkeypatch):
     with pytest.raises(DataError, match='IMAGENETTE_PATH is .*gone'): resolve_data_path()
 
 
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(monkeypatch):
+    monkeypatch.setenv('IMAGENETTE_PATH', '')  # an empty variable is unset, as in the shell: the download is tried
+    monkeypatch.setattr(data, 'untar_data', lambda url: Path.cwd()/'downloaded')
+    assert resolve_data_path() == Path.cwd()/'downloaded'
+    for empty in ('', '  '):
+        with pytest.raises(DataError, match="path='.*': it is empty"): resolve_data_path(empty)
+
+
 def test_offline_download_gives_one_clear_error(monkeypatch):
     monkeypatch.delenv('IMAGENETTE_PATH', raising=False)
     def offline(*args, **kwargs): raise urllib.error.URLError('[Errno -3] Temporary failure in name resolution')
@@ -120,6 +128,14 @@ def test_another_datasets_folder_gets_a_line_per_split_and_the_path_as_fix(tmp_p
     assert msg.count('\n') == 3  # the heading, a line per split, the fix: not 20 missing and 4 unexpected folders
     assert 'Fix: point --data (or IMAGENETTE_PATH) at the imagenette folder' in msg
     assert 're-extract' not in msg  # nothing of imagenette there to repair
+
+
+def test_the_folder_checks_take_a_path_as_text(tmp_path):
+    "`check_imagenette` makes a `Path` of its argument; the helpers it calls, which are public, must too"
+    (tmp_path/'train'/'cats').mkdir(parents=True); (tmp_path/'val').mkdir()
+    assert not data.splits_without_folders(str(tmp_path))
+    line, renames = data.foreign_split(str(tmp_path/'train'), data.dataset_info())
+    assert 'holds cats/' in line and renames == {}
 
 
 def test_class_folders_named_as_people_do_are_to_be_renamed_to_wordnet_ids(tmp_path):
@@ -249,6 +265,21 @@ def test_run_config_overrides_only_what_is_given():
     assert ', 1 epoch,' in str(run_config('quick', epochs=1))  # not "1 epochs"
 
 
+@pytest.mark.parametrize('setting, problem', [
+    (dict(lr=-1), 'lr=-1: it must be a number above 0'), (dict(lr=0), 'lr=0: it must'),
+    (dict(lr='3e-3'), "lr='3e-3': it must"), (dict(lr=float('nan')), 'lr=nan: it must'), (dict(lr=True), 'lr=True'),
+    (dict(seed=1.5), 'seed=1.5: it must be a whole number from 0 to 4294967295'), (dict(seed=-1), 'seed=-1: it must'),
+    (dict(seed=2**32), 'seed=4294967296'), (dict(seed=True), 'seed=True')])
+def test_a_run_config_refuses_a_bad_learning_rate_or_seed(setting, problem):
+    "A negative rate trains by gradient ascent, silently; text fails deep inside fastai; the CLI's seeds are 0..2**32-1"
+    with pytest.raises(ValueError, match=problem): run_config('quick', **setting)
+
+
+def test_a_run_config_takes_the_learning_rates_and_seeds_it_should():
+    cfg = run_config('quick', lr=1e-2, seed=0)
+    assert (cfg.lr, cfg.seed, run_config('quick', lr=1, seed=2**32 - 1).seed) == (1e-2, 0, 2**32 - 1)
+
+
 def test_a_random_splits_description_says_how_its_images_are_drawn():
     "It draws n_train + n_valid images a class from both folders, then splits them 80/20: not n_train and n_valid each"
     assert ', 30/class images, random split 80/20, 64 px,' in str(run_config('quick', split='random'))
@@ -299,6 +330,13 @@ def test_image_files_outside_the_class_folders_are_named_before_training(fake_im
     msg = str(e.value)
     assert f"unexpected image file {fake_imagenette/'train'/'stray.JPEG'} outside the class folders" in msg
     assert f"unexpected folder {fake_imagenette/'val'/'n01440764'/'extra'} with images inside class folder" in msg
+
+
+def test_a_batch_larger_than_the_training_set_stops_get_dls(fake_imagenette):
+    "fastai drops the last partial batch: with none full, a fit would train nothing and record NaN losses"
+    with pytest.raises(DataError, match=r'bs=64: nothing to train on, 40 training images make no full batch of 64'):
+        get_dls(bs=64, size=32, path=fake_imagenette, num_workers=0)
+    assert len(get_dls(bs=40, size=32, path=fake_imagenette, num_workers=0).train) == 1  # one full batch is enough
 
 
 def test_a_presize_smaller_than_the_size_is_refused(fake_imagenette):
@@ -386,6 +424,12 @@ def test_noise_needs_the_csv_and_the_official_split(fake_imagenette):
         get_dls(bs=4, size=32, path=fake_imagenette, noise=5, split='random', num_workers=0)
     with pytest.raises(ValueError, match='noise must be one of'):
         get_dls(bs=4, size=32, path=fake_imagenette, noise=10, num_workers=0)
+
+
+def test_reading_a_missing_noisy_label_file_is_a_data_error(tmp_path):
+    "As its docstring says, and not pandas' FileNotFoundError, for a caller that reads the file without `NoisyLabel`"
+    with pytest.raises(DataError, match=r'noisy_imagenette.csv is missing: .* Fix: copy'):
+        data.read_noisy_labels(tmp_path/'noisy_imagenette.csv', 'noisy_labels_5', data.dataset_info())
 
 
 @pytest.mark.parametrize('noise', [5.0, True, '5', 10])

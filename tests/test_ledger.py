@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from imagenette_course.data import MODES
-from imagenette_course.ledger import (LedgerError, RunRecord, append_record, comparison_table, data_name, ledger_path,
-                                      ledger_problem, read_ledger, runs_table)
+from imagenette_course.ledger import (LedgerError, RunRecord, append_record, check_is_ledger, comparison_table,
+                                      data_name, ledger_path, ledger_problem, plot_comparison, read_ledger, runs_table,
+                                      special_file_problem)
 
 
 def record(name='baseline', acc=0.5, mode='quick', **extra):
@@ -15,6 +16,10 @@ def record(name='baseline', acc=0.5, mode='quick', **extra):
                      wall_time_s=12.3, seed=42, bs=32, lr=3e-3, extra=extra)
 
 SHARED = dict(trained_by='progressive', train_s=7.2, measure_s=5.1)  # tta, measuring progressive's model in `run all`
+
+def hand_edited(path, rec):
+    "Add `rec` as a line typed into the ledger: `append_record` refuses a record `read_ledger` would skip"
+    with open(path, 'a') as f: f.write(json.dumps(rec) + '\n')
 
 
 def test_ledger_location(tmp_path, monkeypatch):
@@ -123,7 +128,7 @@ def test_printed_record_states_mode_and_setting():
 def test_records_with_a_wrong_type_are_skipped_with_their_line(tmp_path, change, problem):
     path = tmp_path/'ledger.jsonl'
     append_record(record('a'), path)
-    append_record({**asdict(record('b')), **change}, path)
+    hand_edited(path, {**asdict(record('b')), **change})
     with pytest.warns(UserWarning, match='line 2') as w: recs = read_ledger(path)
     assert [r['recipe'] for r in recs] == ['a'] and problem in str(w[0].message)
 
@@ -167,7 +172,7 @@ def test_appending_keeps_the_ledgers_permissions_and_its_symlink(tmp_path):
 def test_a_hand_edited_record_the_table_cant_show_is_skipped_with_its_line(tmp_path, edit, field):
     path = tmp_path/'ledger.jsonl'
     append_record(record('a'), path)
-    append_record({**asdict(record('b')), **edit}, path)
+    hand_edited(path, {**asdict(record('b')), **edit})
     with pytest.warns(UserWarning, match=f'line 2.*{field}'): recs = read_ledger(path)
     table = comparison_table(recs).splitlines()
     assert [r['recipe'] for r in recs] == ['a'] and table[1].split()[0] == 'a' and table[2] == ''  # its row, and only it
@@ -328,3 +333,49 @@ def test_a_pipe_or_a_device_is_refused_before_it_is_opened(tmp_path, monkeypatch
         assert ledger_problem(path).endswith('is not a regular file (a device or a pipe)')
     assert pipe.exists() and not pipe.is_file() and os.path.realpath(device) == os.devnull
     assert sorted(p.name for p in tmp_path.iterdir()) == ['device.jsonl', 'pipe.jsonl']
+
+
+@pytest.mark.parametrize('bad, problem', [
+    (record('a', acc=85.0), "field 'accuracy' is 85.0, not a share from 0 to 1"),  # `read_ledger` would skip it
+    (dict(mode='quick', note='hand-made'), "no 'recipe' field"),  # a new ledger of it would refuse every later record
+])
+def test_a_record_the_ledger_cant_use_is_refused_before_any_file_is_written(tmp_path, bad, problem):
+    path = tmp_path/'ledger.jsonl'
+    with pytest.raises(ValueError, match=re.escape(f"not a run's record: {problem}; nothing was written")):
+        append_record(bad, path)
+    assert list(tmp_path.iterdir()) == []
+    append_record(record('b'), path)
+    assert [r['recipe'] for r in read_ledger(path)] == ['b']
+
+
+def test_a_ledger_given_as_text_is_checked_as_a_path(tmp_path):
+    path, other = tmp_path/'ledger.jsonl', tmp_path/'labels.csv'
+    append_record(record('a'), path)
+    other.write_text('path,label\n')
+    assert special_file_problem(str(path)) is None and ledger_problem(str(path)) is None
+    check_is_ledger(str(path))
+    with pytest.raises(LedgerError, match='is not a results ledger'): check_is_ledger(str(other))
+
+
+def test_the_table_and_figure_take_records_as_run_recipe_returns_them():
+    "A `RunRecord`, or the dict the ledger holds; 'a' is no recipe of the committed GPU run: it gets no cross"
+    import matplotlib.pyplot as plt
+    recs = [record('a'), record('tta', **SHARED, accuracy_tta=0.6)]
+    assert runs_table(recs) == runs_table([asdict(r) for r in recs]) and data_name(recs[0]) == 'imagenette'
+    fig = plot_comparison(recs)
+    gpu = next(c for c in fig.axes[0].collections if c.get_label() == "the course's full-mode GPU run (reference)")
+    assert [int(x) for x, _ in gpu.get_offsets()] == [1]
+    plt.close(fig)
+
+
+def test_references_and_the_gpu_run_refuse_a_name_they_dont_have_rather_than_answer_nothing():
+    from imagenette_course.baseline import BOOK, full_mode_lines, full_mode_result, references
+    with pytest.raises(ValueError, match="recipe 'Baseline': not in REFERENCES. Fix: one of 'baseline', "):
+        references('Baseline')
+    with pytest.raises(ValueError, match="source='book': not a source of REFERENCES. Fix: .* source=BOOK"):
+        references('baseline', source='book')
+    for listed in (references, full_mode_lines):
+        with pytest.raises(TypeError, match="pass the recipes as separate arguments"): listed(['baseline', 'tta'])
+    with pytest.raises(ValueError, match="recipe 'Baseline': not in the GPU run. Fix: one of 'baseline', "):
+        full_mode_result('Baseline')
+    assert len(references('baseline', 'tta', source=BOOK)) == 2 and full_mode_result('baseline')['status'] == 'ok'

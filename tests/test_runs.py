@@ -492,6 +492,19 @@ def test_a_setting_added_later_leaves_the_run_key_as_it_was_until_it_is_set():
     assert run_key('two_fits', replace(cfg, presize=64)) != run_key('two_fits', cfg)
 
 
+def test_a_data_folder_given_as_a_path_names_the_run_as_its_text_does(tmp_path):
+    cfg = run_config('quick', path=str(tmp_path))
+    assert run_key('two_fits', replace(cfg, path=tmp_path)) == run_key('two_fits', cfg)
+
+
+def test_a_checkpoint_given_as_text_is_locked_and_named_as_a_path(checkpoints):
+    checkpoints.mkdir()
+    (checkpoints/'baseline-quick-1.pt').write_bytes(b'')  # another run's
+    path = str(checkpoints/'baseline-quick-0.pt')
+    with training_alone(path): assert (checkpoints/'baseline-quick-0.pt.lock').exists()
+    assert recipes.other_checkpoints('baseline', path) == ['baseline-quick-1.pt']
+
+
 def recorded(recipe, run_id):
     return RunRecord(recipe, 'quick', 'cpu', 40, 20, [32], 1, 0.5, 1.0, 42, 8, 3e-3, extra=dict(run_id=run_id))
 
@@ -621,6 +634,13 @@ def test_run_all_checks_every_name_before_it_trains(fake_imagenette, monkeypatch
     monkeypatch.setitem(recipes.RECIPES, 'baseline', recipes.Recipe(never, 2))
     with pytest.raises(ValueError, match="unknown recipe 'nope': choose from baseline, "):
         recipes.run_all('quick', names=['baseline', 'nope'], **tiny_run(fake_imagenette))
+
+
+def test_run_all_takes_one_recipes_name_as_that_recipe(fake_imagenette, isolated_ledger, monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr(recipes, 'run_recipe', lambda name, *args, **kwargs: ran.append(name))
+    recipes.run_all('quick', names='baseline', **tiny_run(fake_imagenette))
+    assert ran == ['baseline'] and '=== run baseline: 1 recipes in ' in capsys.readouterr().out
 
 
 def test_a_training_a_later_recipe_measures_keeps_its_checkpoint_for_it(fake_imagenette, checkpoints,

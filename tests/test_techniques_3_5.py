@@ -1,4 +1,5 @@
 "Chapters 3-5 (normalization, progressive resizing, TTA): behaviour the notebooks can't show, on tiny fake data"
+import re
 import warnings
 
 import numpy as np
@@ -64,9 +65,25 @@ def test_size_schedule_edges():
     assert size_schedule(4, 32, 64, final_epochs=2) == [32, 48, 64, 64]
     sizes = size_schedule(10, 128, 224)
     assert sizes == sorted(sizes) and all(s % 16 == 0 for s in sizes)
-    with pytest.raises(ValueError, match=r'final_epochs=0: the schedule must end at least one epoch at `end`'):
-        size_schedule(4, 32, 64, final_epochs=0)
     with pytest.raises(ValueError, match='start=64 is larger than end=32: the sizes ramp up'): size_schedule(4, 64, 32)
+
+
+@pytest.mark.parametrize('args, kwargs, bad', [
+    ((0, 64, 128), {}, 'epochs=0'), ((-3, 64, 128), {}, 'epochs=-3'), ((5, 0, 128), {}, 'start=0'),
+    ((5, -32, 128), {}, 'start=-32'), ((5, 64.5, 128), {}, 'start=64.5'), ((5, 64, 128.0), {}, 'end=128.0'),
+    ((4, 32, 64), dict(final_epochs=0), 'final_epochs=0'), ((5, 64, 128), dict(multiple=0), 'multiple=0')])
+def test_size_schedule_refuses_counts_that_are_not_whole_numbers_of_at_least_1(args, kwargs, bad):
+    "An empty schedule, a 0-px or fractional size, or a division by 0 would only fail, or not, once training"
+    with pytest.raises(ValueError, match=rf'^{re.escape(bad)}: it must be a whole number, at least 1$'):
+        size_schedule(*args, **kwargs)
+
+
+@pytest.mark.parametrize('sizes, bad', [([], 'len(sizes)=0'), ([0], 'sizes[0]=0'), ([32, 20.5], 'sizes[1]=20.5'),
+                                        ([16, -16], 'sizes[1]=-16')])
+def test_progressive_resize_refuses_no_sizes_or_sizes_that_are_not_whole_numbers_of_at_least_1(sizes, bad):
+    "Else an IndexError, torch's 'non-zero, positive output size' or fastai's TypeError, at the fit's first batch"
+    message = f'{bad}: it must be a whole number, at least 1. Fix: sizes=size_schedule('
+    with pytest.raises(ValueError, match=re.escape(message)): ProgressiveResize(sizes)
 
 
 def test_progressive_resize_needs_random_resized_crop(fake_imagenette):
@@ -167,6 +184,32 @@ def test_blend_tta_extremes():
     aug = [torch.full((2, 3), 1.), torch.full((2, 3), 3.)]
     assert torch.allclose(blend_tta(aug, torch.ones(2, 3), beta=1.0), torch.ones(2, 3))
     assert torch.allclose(blend_tta(aug, torch.zeros(2, 3), beta=0.0), torch.full((2, 3), 2.))
+
+
+def test_blend_tta_refuses_no_augmented_pass_and_a_beta_outside_0_to_1():
+    "A beta outside [0, 1] extrapolates (beta=-1: weights -1 and 2); no pass was torch's 'non-empty TensorList' error"
+    aug, plain = [torch.zeros(2, 3)], torch.ones(2, 3)
+    for beta in (-1, 1.5):
+        with pytest.raises(ValueError, match=re.escape(f"beta={beta}: it is the plain pass's weight")):
+            blend_tta(aug, plain, beta=beta)
+    with pytest.raises(ValueError, match=re.escape('aug_preds=[]: no augmented pass to average. Fix:')):
+        blend_tta([], plain)
+
+
+def test_tta_ways_refuse_a_bad_n_or_beta_before_any_pass(dls):
+    "Not torch's errors after the passes (or, in compare_tta, after the untimed warm-up and the first ways)"
+    learn, passes = small_learner(dls), []
+    learn.model.register_forward_hook(lambda *_: passes.append(1))
+    ways = dict(tta=lambda **kw: tta(learn, **kw), compare_tta=lambda **kw: compare_tta(learn, **kw),
+                fastai_tta=lambda **kw: fastai_tta(learn, **kw))
+    for name, predict in ways.items():
+        for n in (0, -1, 2.5):
+            with pytest.raises(ValueError, match=re.escape(f'n={n}: it must be a whole number, at least 1')):
+                predict(n=n)
+        if name != 'fastai_tta':  # fastai's own `beta` (None: the two predictions apart) is its business
+            with pytest.raises(ValueError, match=re.escape("beta=-1: it is the plain pass's weight")):
+                predict(n=1, beta=-1)
+    assert not passes
 
 
 def test_our_passes_move_the_model_to_the_datas_device_before_predicting(dls):
@@ -270,3 +313,13 @@ def test_training_crop_side_refuses_crops_that_are_not_square(dls):
     def crop_side(**kwargs): return training_crop_side(dls.valid.new(after_batch=[RandomResizedCropGPU(32, **kwargs)]))
     with pytest.raises(ValueError, match=r'square crops.*ratio=\(0\.75, 1\.33'): crop_side(min_scale=0.5)
     assert crop_side(min_scale=0.5, ratio=(1, 1)) == pytest.approx(2 / 3 * (1 - 0.5**1.5) / 0.5)
+
+
+def test_paired_accuracy_gap_refuses_scores_that_are_not_right_or_wrong():
+    "Scores or probabilities would give a 'gap' beyond ±1: [0.3, 5] against [1, 1] gave -1.65"
+    from imagenette_course.normalization import paired_accuracy_gap
+    for a in ([0.3, 5], [1, 2], [0.5, 1], [float('nan'), 1]):
+        with pytest.raises(ValueError, match=r'a score of .*: each says whether a model is right.*preds.argmax\(1\)'):
+            paired_accuracy_gap(a, [1, 1])
+    with pytest.raises(ValueError, match='a score of -1'): paired_accuracy_gap([1, 1], [-1, 0])
+    assert paired_accuracy_gap(torch.tensor([1., 0.]), torch.tensor([True, True])) == pytest.approx((.5, .5 / 2**.5))

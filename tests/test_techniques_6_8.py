@@ -1,4 +1,6 @@
 "Chapters 6-8 (mixup, label smoothing, the combined recipe): behaviour the notebooks can't show, on tiny fake data"
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from fastai.metrics import accuracy
 from fastai.vision.models.xresnet import xresnet18
 
 from imagenette_course.data import get_dls, run_config
-from imagenette_course.label_smoothing import LabelSmoothingCE, label_smoothing
+from imagenette_course.label_smoothing import LabelSmoothingCE, label_smoothing, smooth_targets
 from imagenette_course.mixup import MIXUP_LONG_RUN, MixUpFromScratch, mix_inputs, mixup
 from imagenette_course.progressive import EpochTimer, progressive_epochs
 from imagenette_course.sota import MIXUP_MIN_EPOCHS, SOTA_SETTINGS, sota
@@ -29,6 +31,11 @@ def tiny_cfg(fake_imagenette):
 def small_learner(dls, loss_func=None, **kwargs):
     return Learner(dls, xresnet18(n_out=dls.c), loss_func=loss_func or CrossEntropyLossFlat(), metrics=accuracy,
                    **kwargs)
+
+
+def no_data(module, monkeypatch):
+    "Make `module`'s `get_dls` fail the test: a check must refuse its argument before any data are loaded"
+    monkeypatch.setattr(f'imagenette_course.{module}.get_dls', lambda *a, **k: pytest.fail('data loaded first'))
 
 
 def fit_quietly(learn, epochs, **kwargs):
@@ -112,6 +119,25 @@ def test_mixup_recipe_trains_with_fastais_callback(tiny_cfg):
     assert len(learn.recorder.values) == 1 and learn.dls.one_batch()[0].shape[-1] == 32
 
 
+def test_mixup_recipe_refuses_a_loss_without_y_int_before_loading_data(tiny_cfg, monkeypatch):
+    "PyTorch's CrossEntropyLoss has no `y_int`: fastai's MixUp would blend the class indices, failing in training"
+    no_data('mixup', monkeypatch)
+    with pytest.raises(ValueError, match=r'loss_func=CrossEntropyLoss\(\): .*`y_int = True`'):
+        mixup(tiny_cfg, loss_func=torch.nn.CrossEntropyLoss())
+
+
+@pytest.mark.parametrize('alpha', [0, -1, '0.4', None, True, float('nan'), float('inf')])
+def test_mixup_refuses_an_alpha_beta_cant_take(alpha):
+    with pytest.raises(ValueError, match=re.escape(f'alpha={alpha!r}: λ ~ Beta(alpha, alpha) needs a finite')):
+        MixUpFromScratch(alpha)
+
+
+@pytest.mark.parametrize('alpha', [1, np.float32(0.2), 0.4])
+def test_mixup_takes_any_positive_real_alpha(alpha):
+    lam = MixUpFromScratch(alpha).distrib.sample((100,))
+    assert lam.dtype == torch.float and ((lam >= 0) & (lam <= 1)).all()
+
+
 def test_mixups_long_run_is_long_enough_for_the_combined_recipe_to_use_mixup():
     # chapter 6's long run and chapter 8's rule cite the same source: 80+ epochs
     assert run_config('full', **MIXUP_LONG_RUN).epochs >= MIXUP_MIN_EPOCHS
@@ -128,6 +154,27 @@ def test_label_smoothing_trains_with_mixup(dls):
     preds, targs = learn.get_preds()
     assert torch.allclose(preds.sum(1), torch.ones(len(preds)), atol=1e-5)  # activation: softmax
     assert set(learn.get_preds(with_decoded=True)[2].tolist()) <= set(range(dls.c))  # decodes: class indices
+
+
+@pytest.mark.parametrize('eps', [-0.5, 2, 1.01, '0.1', None, True, float('nan')])
+def test_label_smoothing_refuses_an_eps_outside_0_to_1(eps, tiny_cfg, monkeypatch):
+    "Targets with a negative share for some class are no probabilities; a string or None would fail only in training"
+    no_data('label_smoothing', monkeypatch)
+    for make in (lambda: smooth_targets(torch.tensor([0, 1]), 3, eps), lambda: LabelSmoothingCE(eps=eps),
+                 lambda: label_smoothing(tiny_cfg, eps=eps)):
+        with pytest.raises(ValueError, match=re.escape(f'eps={eps!r}: ')): make()
+
+
+def test_label_smoothing_takes_eps_from_0_to_1():
+    y = torch.tensor([0, 2])
+    assert torch.equal(smooth_targets(y, 4, 0), torch.nn.functional.one_hot(y, 4).float())  # plain cross-entropy
+    assert torch.allclose(smooth_targets(y, 4, 1), torch.full((2, 4), 0.25))  # uniform
+    assert LabelSmoothingCE(np.float32(0.1)).eps == pytest.approx(0.1)
+
+
+def test_label_smoothing_refuses_an_unknown_reduction_when_made():
+    with pytest.raises(ValueError, match="unknown reduction 'Mean': use 'mean', 'sum' or 'none'"):
+        LabelSmoothingCE(reduction='Mean')
 
 
 def test_label_smoothing_recipe_uses_its_eps(tiny_cfg):

@@ -93,7 +93,9 @@ def full_mode_result(recipe:str,           # a recipe of the command line, e.g. 
                      presize:int|None=None):# the presize it was given (`None`: the default one)
     "The committed GPU run's result of `recipe` trained with `noise`, `split` and `presize`, or `None` if it has none"
     run, wanted = full_mode_run() or dict(runs=[]), (recipe, noise, split, presize)
-    if run['runs']: check_recipes([recipe], full_mode_recipes(), 'the GPU run')  # 'Baseline' is no "not run"
+    if recipe != recipe.lower().replace('_', '-'):  # 'Baseline' would read as "no run of it"
+        raise ValueError(f"recipe={recipe!r}: recipes are named in lower case, with '-'. Fix: "
+                         f"{recipe.lower().replace('_', '-')!r}")
     return next((r for r in run['runs'] if (r['recipe'], r['noise'], r['split'], r.get('presize')) == wanted), None)
 
 def book_accuracy(recipe): # a recipe of the command line, e.g. 'progressive'

@@ -10,7 +10,7 @@ __all__ = ['DATASETS', 'CLASS_NAMES', 'SPLITS', 'MODES', 'BOOK_PRESIZE', 'BOOK_S
            'RunConfig', 'device_name', 'get_mode', 'run_config', 'balanced_subset', 'looks_like', 'nearby_dataset',
            'foreign_split', 'splits_without_folders', 'check_imagenette', 'image_problem', 'drop_unreadable',
            'imagenette_items', 'check_split', 'check_every_class_left', 'default_presize', 'check_noise',
-           'read_noisy_labels', 'NoisyLabel', 'get_dls']
+           'read_noisy_labels', 'NoisyLabel', 'NoFullBatch', 'get_dls']
 
 # %% ../nbs/01_data.ipynb #92fc4ba8
 import numbers, os, random, warnings
@@ -114,12 +114,13 @@ def check_presize(presize, # the item resize before augmentation, in px; `None`:
 def check_lr(lr): # the peak learning rate
     "`ValueError` unless `lr` is a real number above 0 (a negative one would train by gradient ascent, silently)"
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < lr < float('inf'):  # NaN fails `<` too
-        raise ValueError(f"lr={lr!r}: it must be a number above 0, such as the book's 3e-3")
+        raise ValueError(f"lr={lr!r}: it must be a number above 0. Fix: lr=3e-3, the book's")
 
 def check_seed(seed): # the run's random seed
     "`ValueError` unless `seed` is a whole number that numpy takes as a seed, as the command line's --seed"
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
-        raise ValueError(f"seed={seed!r}: it must be a whole number from 0 to {2**32 - 1} (numpy's seeds)")
+        raise ValueError(f"seed={seed!r}: it must be a whole number from 0 to {2**32 - 1} (numpy's seeds). "
+                         f"Fix: seed=42, the course's")
 
 @dataclass
 class RunConfig:
@@ -423,6 +424,9 @@ class NoisyLabel:
         return items
 
 # %% ../nbs/01_data.ipynb #84f1e50d
+class NoFullBatch(DataError):
+    "The training images make no full batch: a fit would train nothing"
+
 def get_dls(bs:int=64,               # batch size
             size:int=224,            # final image size in px, after the batch augmentation
             normalize:bool=True,     # end with `Normalize.from_stats(*imagenet_stats)` (chapter 3)
@@ -458,6 +462,6 @@ def get_dls(bs:int=64,               # batch size
     set_seed(hash((seed, bs, size)) % 2**32)
     dls = dblock.dataloaders(items, bs=bs, **kwargs)
     if not len(dls.train):  # fastai drops the last partial batch: a fit would train nothing, its losses NaN
-        raise DataError(f"bs={bs}: nothing to train on, {len(dls.train_ds)} training images make no full batch of "
+        raise NoFullBatch(f"bs={bs}: nothing to train on, {len(dls.train_ds)} training images make no full batch of "
                         f"{bs}. Fix: a smaller batch size (--bs on the command line), or more training images.")
     return dls

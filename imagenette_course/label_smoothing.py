@@ -44,7 +44,7 @@ class LabelSmoothingCE(nn.Module):
         super().__init__()
         check_eps(eps)
         if reduction not in ('mean', 'sum', 'none'):
-            raise ValueError(f"unknown reduction {reduction!r}: use 'mean', 'sum' or 'none'")
+            raise ValueError(f"unknown reduction {reduction!r}: use 'mean', 'sum' or 'none', as in PyTorch")
         self.eps, self.reduction = eps, reduction
 
     def forward(self, logits, y):

@@ -21,8 +21,7 @@ from pathlib import Path
 import fastai, torch, torchvision
 import matplotlib.pyplot as plt
 
-from .baseline import (REFERENCES, book_accuracy, comparable_accuracy, full_mode_lines,
-                                       full_mode_recipes, full_mode_result)
+from .baseline import REFERENCES, book_accuracy, comparable_accuracy, full_mode_lines, full_mode_result
 
 try: import fcntl
 except ImportError:  # Windows has no fcntl: the ledger's lock uses its C runtime's msvcrt instead
@@ -130,7 +129,8 @@ def append_record(record,     # a `RunRecord`, or a dict of its fields
     record = record_dict(record)
     # `read_ledger` would skip it; and a file whose only line is no record is refused as another program's
     if problem := record_problem(record):
-        raise ValueError(f"not a run's record: {problem}; nothing was written")
+        raise ValueError(f"not a run's record: {problem}; nothing was written. Fix: a `RunRecord`, as `run_recipe` "
+                         f"makes, with every field")
     line = json.dumps(record) + '\n'
     path = ledger_path(path).resolve()  # a symlinked ledger: replace the file it points to, and keep the link
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -317,8 +317,7 @@ def plot_comparison(records,   # ledger records (`read_ledger`)
     marks = [(i, acc) for i, r in enumerate(runs) if on_the_books_data(r) and (acc := book_accuracy(r['recipe']))]
     if marks: ax1.scatter(*zip(*marks), marker='o', facecolors='none', edgecolors='k', zorder=3,
                           label="the book's notebook (reference)")
-    gpu = [(i, full_mode_result(r['recipe'])) for i, r in enumerate(runs)
-           if data_name(r) == 'imagenette' and r['recipe'] in full_mode_recipes()]  # none for a recipe it didn't run
+    gpu = [(i, full_mode_result(r['recipe'])) for i, r in enumerate(runs) if data_name(r) == 'imagenette']
     gpu = [(i, comparable_accuracy(g)) for i, g in gpu if g and g['status'] == 'ok']  # with TTA for tta, as the book's
     if gpu: ax1.scatter(*zip(*gpu), marker='x', color='k', zorder=3, label="the course's full-mode GPU run (reference)")
     ax1.set_xticks(range(len(runs)), labels, rotation=45, ha='right', fontsize=8)

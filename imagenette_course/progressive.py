@@ -20,7 +20,7 @@ from fastai.metrics import accuracy
 from fastai.vision.augment import RandomResizedCropGPU
 from fastai.vision.models.xresnet import xresnet50
 
-from .data import check_counts, default_presize, get_dls
+from .data import NoFullBatch, check_counts, default_presize, get_dls
 
 # %% ../nbs/04_progressive_resizing.ipynb #35a8f232
 class EpochTimer(Callback):
@@ -125,7 +125,9 @@ def progressive(cfg,              # a `RunConfig` (`run_config`)
                 **learner_kwargs): # to `Learner`, e.g. `cbs`
     "The book's progressive resizing: `fit_one_cycle` on small images, then full-size `DataLoaders` and `fine_tune`"
     small_size, small_epochs = small_stage(cfg)
-    dls = get_dls(2*cfg.bs, small_size, **with_full_presize(cfg).subset)
+    try: dls = get_dls(2*cfg.bs, small_size, **with_full_presize(cfg).subset)
+    except NoFullBatch as e:  # a batch size the user never gave: say where it comes from
+        raise NoFullBatch(f"the small stage trains at twice the run's bs={cfg.bs}: {e}") from None
     learn = Learner(dls, xresnet50(n_out=dls.c), loss_func=loss_func or CrossEntropyLossFlat(), metrics=accuracy,
                     **learner_kwargs)
     learn.fit_one_cycle(small_epochs, cfg.lr)

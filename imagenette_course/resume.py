@@ -194,7 +194,8 @@ class RunTracker(EpochTimer):
         if not self.in_fit: return
         ck, self.skip_to = self.checkpoint, 0
         if len(self.dls.train) == 0:
-            # this fit's batch size, which may not be --bs: progressive resizing's small stage takes twice as many
+            # `get_dls` refuses such data; loaders built another way, or each process's share in data-parallel
+            # training, still reach here: a fit with no batch would be recorded as a run
             raise RunError(f"nothing to train on: {len(self.dls.train_ds)} training images make no full batch of "
                            f"{self.dls.train.bs}, this fit's batch size (fastai drops the last partial batch). "
                            f"Fix: a smaller --bs or more images.")

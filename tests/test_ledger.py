@@ -376,6 +376,8 @@ def test_references_and_the_gpu_run_refuse_a_name_they_dont_have_rather_than_ans
         references('baseline', source='book')
     for listed in (references, full_mode_lines):
         with pytest.raises(TypeError, match="pass the recipes as separate arguments"): listed(['baseline', 'tta'])
-    with pytest.raises(ValueError, match="recipe 'Baseline': not in the GPU run. Fix: one of 'baseline', "):
-        full_mode_result('Baseline')
+    for typo, name in (('Baseline', 'baseline'), ('progressive_schedule', 'progressive-schedule')):
+        with pytest.raises(ValueError, match=f"recipe={typo!r}: recipes are named in lower case, with '-'. Fix: {name!r}"):
+            full_mode_result(typo)
     assert len(references('baseline', 'tta', source=BOOK)) == 2 and full_mode_result('baseline')['status'] == 'ok'
+    assert full_mode_result('a-recipe-it-never-ran') is None  # as its docstring says: no result, not an error

@@ -374,6 +374,14 @@ def test_a_batch_larger_than_the_training_set_is_an_error_not_a_record(fake_imag
     assert not isolated_ledger.exists()
 
 
+def test_loaders_get_dls_did_not_make_meet_the_runs_own_check_for_a_full_batch(tmp_path):
+    "Hand-built loaders, or a process's share in data-parallel training, with no full batch: the fit trains nothing"
+    from fastai.data.core import DataLoaders
+    items = [(torch.randn(4), torch.tensor(i % 2)) for i in range(5)]
+    dls = DataLoaders.from_dsets(items, items, bs=8, device='cpu')  # the training loader drops its partial batch
+    with resumable(Checkpoint(tmp_path/'hand.pt')), pytest.raises(RunError, match='nothing to train on: 5 training'):
+        Learner(dls, torch.nn.Linear(4, 2), loss_func=CrossEntropyLossFlat()).fit(1)  # made in the run: tracked
+
 def refuse_files_in(folder, monkeypatch):
     "Creating files in `folder` fails as in a read-only folder (chmod can't show it: CI runs as root, who writes anyway)"
     make = recipes.tempfile.NamedTemporaryFile

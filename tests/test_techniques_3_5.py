@@ -16,7 +16,7 @@ from fastai.vision.augment import Resize
 from fastai.vision.data import ImageBlock
 from fastai.vision.models.xresnet import xresnet18
 
-from imagenette_course.data import get_dls, run_config
+from imagenette_course.data import NoFullBatch, get_dls, run_config
 from imagenette_course.normalization import channel_stats
 from imagenette_course.progressive import EpochTimer, ProgressiveResize, SMALL_STAGE, progressive, size_schedule
 from imagenette_course.tta import (blend_tta, compare_tta, fastai_tta, flip_tta, learner_precision,
@@ -136,6 +136,13 @@ def test_progressive_takes_another_loss_and_callbacks(fake_imagenette):
     assert learn.dls.bs == cfg.bs
 
 
+
+def test_progressive_says_its_small_stage_doubles_the_batch_it_cant_fill(fake_imagenette):
+    "bs 32 fills a batch of the 40 training images; the small stage's 64 doesn't, and the user never gave 64"
+    cfg = run_config('quick', path=fake_imagenette, size=48, bs=32, epochs=1)
+    with pytest.raises(NoFullBatch, match=re.escape("the small stage trains at twice the run's bs=32: bs=64: nothing")):
+        progressive(cfg)
+
 # --- TTA ---
 
 def test_compare_tta_predicts_every_way_with_cudnns_autotuning_then_puts_it_back(dls, monkeypatch):
@@ -189,8 +196,8 @@ def test_blend_tta_extremes():
 def test_blend_tta_refuses_no_augmented_pass_and_a_beta_outside_0_to_1():
     "A beta outside [0, 1] extrapolates (beta=-1: weights -1 and 2); no pass was torch's 'non-empty TensorList' error"
     aug, plain = [torch.zeros(2, 3)], torch.ones(2, 3)
-    for beta in (-1, 1.5):
-        with pytest.raises(ValueError, match=re.escape(f"beta={beta}: it is the plain pass's weight")):
+    for beta in (-1, 1.5, None, '0.2'):  # None is fastai's unblended passes: not a blend's weight
+        with pytest.raises(ValueError, match=re.escape(f"beta={beta!r}: it is the plain pass's weight")):
             blend_tta(aug, plain, beta=beta)
     with pytest.raises(ValueError, match=re.escape('aug_preds=[]: no augmented pass to average. Fix:')):
         blend_tta([], plain)

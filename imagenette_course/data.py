@@ -6,11 +6,11 @@ Docs: https://imagenette-course.github.io/imagenette_course/data.html.md"""
 
 # %% auto #0
 __all__ = ['DATASETS', 'CLASS_NAMES', 'SPLITS', 'MODES', 'BOOK_PRESIZE', 'BOOK_SIZE', 'NOISE_LEVELS', 'Dataset', 'dataset_info',
-           'DataError', 'resolve_data_path', 'class_name', 'check_counts', 'check_presize', 'check_lr', 'check_seed',
-           'RunConfig', 'device_name', 'get_mode', 'run_config', 'balanced_subset', 'looks_like', 'nearby_dataset',
-           'foreign_split', 'splits_without_folders', 'check_imagenette', 'image_problem', 'drop_unreadable',
-           'imagenette_items', 'check_split', 'check_every_class_left', 'default_presize', 'check_noise',
-           'read_noisy_labels', 'NoisyLabel', 'NoFullBatch', 'get_dls']
+           'DataError', 'resolve_data_path', 'class_name', 'is_number', 'check_counts', 'check_presize', 'check_lr',
+           'check_seed', 'RunConfig', 'device_name', 'get_mode', 'run_config', 'balanced_subset', 'looks_like',
+           'nearby_dataset', 'foreign_split', 'splits_without_folders', 'check_imagenette', 'image_problem',
+           'drop_unreadable', 'imagenette_items', 'check_split', 'check_every_class_left', 'default_presize',
+           'check_noise', 'read_noisy_labels', 'NoisyLabel', 'NoFullBatch', 'get_dls']
 
 # %% ../nbs/01_data.ipynb #92fc4ba8
 import numbers, os, random, warnings
@@ -98,10 +98,15 @@ def class_name(fn): # an image file in its class folder, named by WordNet id
     return _ALL_CLASSES[parent_label(fn)]
 
 # %% ../nbs/01_data.ipynb #32522bcb
+def is_number(x,                # a value a setting was given
+              kind=numbers.Real): # `numbers.Real`, or `numbers.Integral` for a whole number
+    "Whether `x` is a number of `kind` and not a bool, which Python counts as 0 and 1"
+    return isinstance(x, kind) and not isinstance(x, bool)
+
 def check_counts(**counts): # name=value of each number to check; `None` means not set, which passes
     "`ValueError` naming the first of `counts` that is set but isn't a whole number of at least 1"
     for name, n in counts.items():
-        if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
+        if n is not None and not (is_number(n, numbers.Integral) and n >= 1):
             raise ValueError(f"{name}={n!r}: it must be a whole number, at least 1")
 
 def check_presize(presize, # the item resize before augmentation, in px; `None`: `default_presize`, which leaves room
@@ -113,12 +118,12 @@ def check_presize(presize, # the item resize before augmentation, in px; `None`:
 
 def check_lr(lr): # the peak learning rate
     "`ValueError` unless `lr` is a real number above 0 (a negative one would train by gradient ascent, silently)"
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < lr < float('inf'):  # NaN fails `<` too
+    if not (is_number(lr) and 0 < lr < float('inf')):  # NaN fails `<` too
         raise ValueError(f"lr={lr!r}: it must be a number above 0. Fix: lr=3e-3, the book's")
 
 def check_seed(seed): # the run's random seed
     "`ValueError` unless `seed` is a whole number that numpy takes as a seed, as the command line's --seed"
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+    if not (is_number(seed, numbers.Integral) and 0 <= seed < 2**32):
         raise ValueError(f"seed={seed!r}: it must be a whole number from 0 to {2**32 - 1} (numpy's seeds). "
                          f"Fix: seed=42, the course's")
 

@@ -8,8 +8,6 @@ Docs: https://imagenette-course.github.io/imagenette_course/label_smoothing.html
 __all__ = ['check_eps', 'smooth_targets', 'LabelSmoothingCE', 'label_smoothing']
 
 # %% ../nbs/07_label_smoothing.ipynb #2d9d5864
-import numbers
-
 from fastai.callback.schedule import fit_one_cycle  # adds Learner.fit_one_cycle
 from fastai.learner import Learner
 from fastai.losses import LabelSmoothingCrossEntropy
@@ -18,12 +16,12 @@ from fastai.vision.models.xresnet import xresnet50
 import torch.nn.functional as F
 from torch import nn
 
-from .data import get_dls
+from .data import get_dls, is_number
 
 # %% ../nbs/07_label_smoothing.ipynb #3e5a1371
 def check_eps(eps): # the share of the target spread evenly over all classes
     "`ValueError` unless `eps` is a real number from 0 to 1, so that the smoothed targets are probabilities"
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps <= 1:
+    if not (is_number(eps) and 0 <= eps <= 1):
         raise ValueError(f"eps={eps!r}: the labelled class gets 1 - eps + eps/N and the others eps/N, so eps must be "
                          "a number from 0 to 1. Fix: e.g. 0.1 (fastai's default), or 0 for plain cross-entropy")
 

@@ -9,7 +9,6 @@ __all__ = ['MIXUP_LONG_RUN', 'mix_inputs', 'check_y_int', 'MixUpFromScratch', 'm
 
 # %% ../nbs/06_mixup.ipynb #0045c09c
 import math
-import numbers
 
 from fastai.callback.core import Callback
 from fastai.callback.mixup import MixUp, reduce_loss
@@ -22,7 +21,7 @@ from fastai.vision.models.xresnet import xresnet50
 import torch
 from torch.distributions.beta import Beta
 
-from .data import get_dls
+from .data import get_dls, is_number
 
 # %% ../nbs/06_mixup.ipynb #d608ab86
 def mix_inputs(x,    # a batch of inputs
@@ -44,7 +43,7 @@ class MixUpFromScratch(Callback):
     run_valid = False
     def __init__(self, alpha:float=0.4): # λ ~ Beta(alpha, alpha); small alpha: mostly one image, a hint of the other
         # Beta refuses alpha <= 0 only with a constraint error, and alpha = inf draws λ = 0: no mixing at all
-        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha < math.inf:
+        if not (is_number(alpha) and 0 < alpha < math.inf):
             raise ValueError(f"alpha={alpha!r}: λ ~ Beta(alpha, alpha) needs a finite alpha > 0. Fix: e.g. "
                              "0.4 (fastai's default)")
         self.distrib = Beta(torch.tensor(float(alpha)), torch.tensor(float(alpha)))

@@ -9,7 +9,7 @@ __all__ = ['fastai_tta', 'predict_batches', 'model_on_data_device', 'learner_pre
            'tta', 'flip_tta', 'training_crop_side', 'at_training_scale', 'cudnn_autotuned', 'compare_tta']
 
 # %% ../nbs/05_tta.ipynb #c2fe1466
-import contextlib, math, numbers, time
+import contextlib, math, time
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,7 @@ from fastai.callback.fp16 import AMPMode, MixedPrecision
 from fastai.metrics import accuracy
 from fastai.vision.augment import RandomResizedCropGPU
 
-from .data import check_counts
+from .data import check_counts, is_number
 
 # %% ../nbs/05_tta.ipynb #5f472e4f
 def fastai_tta(learn,     # a trained `Learner`
@@ -48,7 +48,7 @@ def learner_precision(learn): # a `Learner`, with or without fastai's `MixedPrec
 
 def check_beta(beta): # weight of the plain pass in a TTA blend
     "`ValueError` unless `beta` is in [0, 1]: outside, the blend would extrapolate rather than average"
-    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0 <= beta <= 1:  # None: fastai_tta's
+    if not (is_number(beta) and 0 <= beta <= 1):  # None too: fastai_tta's unblended passes
         raise ValueError(f"beta={beta!r}: it is the plain pass's weight, the augmented passes' average gets 1 - beta "
                          "(fastai's `tta` blends so), so it must be in [0, 1]. Fix: beta=0.25, as fastai's (for "
                          "the passes unblended, beta=None: `fastai_tta`)")

@@ -118,7 +118,9 @@ def _result_words(r):
     presize = f", presize {r['presize_px']} px" if r.get('presize_px') else ''  # what it trained with, recorded since
     trained = f"{r['epochs']} epochs at {sizes} px{presize}; per epoch {epoch_seconds(r['seconds_per_epoch'])}"
     if r['reused_training']: return f"{r['seconds']:.0f} s to measure, on the model an earlier run trained: {trained}"
-    return f"{trained}; {r['seconds']:.0f} s in all"
+    # a run the check skipped for time, made right after it (scripts/gpu_reference.py's `call`)
+    later = '; in a second call, after the check' if r.get('call', 1) == 2 else ''
+    return f"{trained}; {r['seconds']:.0f} s in all{later}"
 
 def run_name(r): # a run of `full_mode_run()['runs']`
     "A run's name: its recipe, and what differs from the recipe's plain run ('baseline, random split')"

@@ -56,7 +56,7 @@ def result(recipe, accuracy, noise=0, split='official', presize=None, **kw):
 def test_the_data_path_speeds_keep_each_size_and_what_fed_the_model():
     "Appendix 92a prints them: the model alone, the decoded-once loaders and the book's, at each size"
     speeds = full_mode_run()['data_path_speed']
-    assert [s['size'] for s in speeds] == [128, 224] and all(s['model_only'] > 0 and s['bs'] == 64 for s in speeds)
+    assert sorted(s['size'] for s in speeds) == [128, 224] and all(s['model_only'] > 0 and s['bs'] == 64 for s in speeds)
     assert all({'decoded_once', 'book'} <= set(s) for s in speeds)
 
 
@@ -254,3 +254,22 @@ def test_result_lines_give_a_ramps_epoch_times_as_a_range_and_nest_no_parenthese
     assert 'fast data path' in header and 'at a time' not in header
     monkeypatch.setattr(baseline, 'full_mode_run', lambda: dict(run, lanes=3))  # runs sharing the GPU: it says so
     assert ', 3 runs at a time (seconds per epoch are shared time):' in baseline.full_mode_lines()[0]
+
+
+def test_runs_made_in_a_second_call_after_the_check_say_so_in_the_readme_and_the_chapters(gpu_reference, monkeypatch):
+    "The check skipped them for time; run right after it, they are the run's results, but not the check's"
+    import imagenette_course.baseline as baseline
+    s = summary([result('baseline', 0.8, n_train=9469, n_valid=3925),
+                 result('baseline', 0.85, split='random', call=2, n_train=10716, n_valid=2678)])
+    s['second_call'] = dict(wall_s=133.0, runs=plan(('baseline', 0, 'random', None)))
+    ref = gpu_reference.distil(s)
+    assert [r['call'] for r in ref['runs']] == [1, 2] and [r['n_valid'] for r in ref['runs']] == [3925, 2678]
+    head = gpu_reference.markdown_table(ref).splitlines()[1]
+    assert head.endswith("The check took 400 s. The check skipped 1 run for time (baseline, random split): it ran "
+                         "right after it on the same machine, in a second call (133 s).")
+    del s['second_call'], s['results'][1]['call']  # a run without a second call: nothing said of one
+    assert 'second call' not in gpu_reference.markdown_table(gpu_reference.distil(s))
+    monkeypatch.setattr(baseline, 'full_mode_run', lambda: dict(gpu_reference.distil(summary([])), runs=[
+        dict(r, presize_px=460, bs=64, lr=3e-3) for r in ref['runs']]))
+    first, later = [l for l in baseline.full_mode_lines(split=None) if l.startswith('  baseline')]
+    assert later.endswith('; in a second call, after the check') and 'second call' not in first

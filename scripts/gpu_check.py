@@ -199,6 +199,7 @@ def seconds_per_epoch_by_size(results):
     "Mean seconds per training epoch at each image size, over the recipes that timed their epochs"
     by_size = {}
     for r in results:
+        if r.get('reused_training'): continue  # `tta`: the epochs of the model it reused, already counted once
         for px, secs in (r.get('seconds_per_epoch') or {}).items(): by_size.setdefault(str(px), []).append(secs)
     return {px: round(sum(s) / len(s), 2) for px, s in sorted(by_size.items(), key=lambda kv: int(kv[0]))}
 

@@ -82,6 +82,16 @@ def planned_ids(summary, check):
     return [check.run_id(p['recipe'], p) for p in summary['planned']]
 
 
+def second_call_of(summary):
+    "How long the second call took and how many runs it made at a time (None if none), for runs marked `call: 2`"
+    later = [r for r in summary['results'] if r.get('call', 1) == 2]
+    call = summary.get('second_call')
+    if later and not (call and {'wall_s', 'lanes'} <= call.keys()):
+        raise SummaryError("runs marked `call: 2` need the summary's `second_call`, with its `wall_s` and `lanes` (how "
+                           "many ran at a time): the README says how they were made")
+    return {k: call[k] for k in ('wall_s', 'lanes')} if later else None
+
+
 def distil(summary, commit=None, ledger=()):
     "The packaged reference from a gpu_check summary and its ledger: provenance, then every run its check planned"
     check = gpu_check_module()
@@ -94,8 +104,7 @@ def distil(summary, commit=None, ledger=()):
     return dict(device=summary['device'], date=summary['started'][:10], commit=summary.get('commit') or commit,
                 lanes=summary.get('lanes', 1), mode=summary['mode'], versions=summary['versions'], data=data_words(summary['data']),
                 data_path=', '.join(paths), total_s=summary['total_s'], budget_s=summary['budget_s'],
-                seconds_per_epoch=summary['seconds_per_epoch'], second_call_s=(summary.get('second_call') or {}).get('wall_s'),
-                runs=runs)
+                seconds_per_epoch=summary['seconds_per_epoch'], second_call=second_call_of(summary), runs=runs)
 
 
 def data_path_speed(bench):
@@ -136,9 +145,11 @@ def second_call_words(ref):
     from imagenette_course.baseline import run_name
     later = [run_name(r) for r in ref['runs'] if r.get('call', 1) == 2]
     if not later: return ''
-    runs, they = (f"{len(later)} runs", f"they ran right after it on the same machine, in a second call, {len(later)} at "
-                  f"once") if len(later) > 1 else ("1 run", "it ran right after it on the same machine, in a second call")
-    return f" The check skipped {runs} for time ({'; '.join(later)}): {they} ({ref['second_call_s']:.0f} s)."
+    call = ref['second_call']
+    runs, they = ((f"{len(later)} runs", f"they ran right after it on the same machine, in a second call, "
+                   f"{call['lanes']} at a time") if len(later) > 1 else
+                  ("1 run", "it ran right after it on the same machine, in a second call"))
+    return f" The check skipped {runs} for time ({'; '.join(later)}): {they} ({call['wall_s']:.0f} s)."
 
 
 def with_table(readme, table):

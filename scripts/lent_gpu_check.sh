@@ -14,11 +14,11 @@ set -euo pipefail
 out=${1:?pass the results folder, e.g. \$OUT/gpu}
 commit=${2:?pass the commit being run, e.g. \$(git rev-parse --short HEAD)}
 mkdir -p "$out"
-# The lanes' folders, their machine paths shortened, as one archive (none deeper than $OUT/a/b/ comes back), if
-# the check got to make them
+# The lanes' folders, their machine paths shortened, as one archive without the ledgers' lock files (none deeper
+# than $OUT/a/b/ comes back), if the check got to make them
 archive_lanes() {
   shorten_paths
-  if [[ -d $out/lanes ]]; then tar czf "$out/lanes.tgz" -C "$out" lanes && rm -rf "$out/lanes"; fi
+  if [[ -d $out/lanes ]]; then tar czf "$out/lanes.tgz" --exclude="*.lock" -C "$out" lanes && rm -rf "$out/lanes"; fi
 }
 # The log and the lanes' files without this machine's paths, as results/cpu/ names things (scripts/gpu_reference.py
 # shortens the ledger's and the summary's): the results folder's files by name, the data folder by its name, the

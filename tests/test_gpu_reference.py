@@ -262,6 +262,8 @@ def test_runs_made_in_a_second_call_after_the_check_say_so_in_the_readme_and_the
     s = summary([result('baseline', 0.8, n_train=9469, n_valid=3925),
                  result('baseline', 0.85, split='random', call=2, n_train=10716, n_valid=2678)])
     s['second_call'] = dict(wall_s=133.0, runs=plan(('baseline', 0, 'random', None)))
+    with pytest.raises(gpu_reference.SummaryError, match='how many ran at a time'): gpu_reference.distil(s)
+    s['second_call']['lanes'] = 1
     ref = gpu_reference.distil(s)
     assert [r['call'] for r in ref['runs']] == [1, 2] and [r['n_valid'] for r in ref['runs']] == [3925, 2678]
     head = gpu_reference.markdown_table(ref).splitlines()[1]
@@ -273,3 +275,12 @@ def test_runs_made_in_a_second_call_after_the_check_say_so_in_the_readme_and_the
         dict(r, presize_px=460, bs=64, lr=3e-3) for r in ref['runs']]))
     first, later = [l for l in baseline.full_mode_lines(split=None) if l.startswith('  baseline')]
     assert later.endswith('; in a second call, after the check') and 'second call' not in first
+
+
+def test_seconds_per_epoch_by_size_count_a_reused_models_epochs_once(gpu_reference):
+    "`tta` carries the epoch times of the progressive model it measured: they are progressive's, not more epochs"
+    check = gpu_reference.gpu_check_module()
+    progressive = dict(recipe='progressive', seconds_per_epoch={'128': 7.0, '224': 11.0}, reused_training=False)
+    baseline = dict(recipe='baseline', seconds_per_epoch={'224': 13.0}, reused_training=False)
+    tta = dict(progressive, recipe='tta', reused_training=True)
+    assert check.seconds_per_epoch_by_size([progressive, tta, baseline]) == {'128': 7.0, '224': 12.0}

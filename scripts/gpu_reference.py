@@ -143,9 +143,9 @@ def markdown_table(ref):
 def second_call_words(ref):
     "What the README says of the runs made in a second call, after the check skipped them for time ('' if none)"
     from imagenette_course.baseline import run_name
-    later = [run_name(r) for r in ref['runs'] if r.get('call', 1) == 2]
-    if not later: return ''
-    call = ref['second_call']
+    call = ref['second_call']  # None: no run of the second call (`second_call_of`)
+    if not call: return ''
+    later = [run_name(r) for r in ref['runs'] if r['call'] == 2]
     runs, they = ((f"{len(later)} runs", f"they ran right after it on the same machine, in a second call, "
                    f"{call['lanes']} at a time") if len(later) > 1 else
                   ("1 run", "it ran right after it on the same machine, in a second call"))

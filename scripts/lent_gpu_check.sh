@@ -54,9 +54,9 @@ python3 scripts/unpack_gpu_data.py build/gpu_data /tmp/imagenette 2>&1 | tee -a 
 # time to fix and rerun; one broken recipe, or a smoke cut by its 90 s (a slow start, not broken code), does not: the
 # check isolates a broken recipe. Then the recipes (all the time left but the data-path benchmark's; none starts that
 # would not end 40 s before its limit), the data-path benchmark (80 s at most, 224 px first, the size full mode trains
-# at), and the GPU part of the optimizer step benchmark (40 s) if the recipes left time for it. `-k`: a step that ignores the SIGTERM is killed soon after; the
-# check's is `stop_s`, the time it takes to end its lanes and mark the runs they cut (gpu_check.py's STOP_S); `|| step`:
-# a failed or cut step still leaves the next its time.
+# at), and the GPU part of the optimizer step benchmark (40 s) if the recipes left time for it. `-k`: a step that
+# ignores the SIGTERM is killed soon after; the check's is `stop_s`, the time it takes to end its lanes and mark the
+# runs they cut (gpu_check.py's STOP_S); `|| step`: a failed or cut step still leaves the next its time.
 deadline=${3:-${LENT_DEADLINE_S:-585}}  # s: the call's limit, less the trap's archive
 left() { echo $(( deadline - SECONDS )); }
 step() { echo "=== $1: exit status $2" | tee -a "$out/log.txt"; }

@@ -4,14 +4,17 @@
 At each image size, in one process: the same training step (bf16 autocast, channels-last, Adam, bs 64, cuDNN
 autotuning as full mode has it, and the loss read on the CPU after every step, as fastai's `Recorder` does for its
 smoothed loss, so that the next batch cannot be made while the GPU still works unless it is made ahead) on (1) one
-batch of random tensors already on the GPU, the model alone; (2) batches from appendix 92a's decoded-once loaders,
-each batch made in turn (the default, what full mode uses); (3) the same loaders making each batch ahead in a
-background thread (`prefetch=True`); (4) batches from the book's loaders (`get_dls`, its presize recorded as
-`book_presize`). The four are interleaved in `--rounds` rounds and each keeps its best round, so that a slow moment
-of the machine slows one round of every path rather than one path. The efficiency of a path is its images per second
-over the model alone's (the target for the decoded-once path: >= 0.9); `decoded_once_vs_book` is the decoded-once
-path's images per second over the book loaders'. Also: seconds per epoch of the training set at each path's speed
-(training steps only). For reference only, cited from other runs and not comparable side by side with these
+batch of random tensors already on the GPU, the model alone; (2) batches from appendix 92a's decoded-once loaders
+as full mode runs them on a GPU, the batch transforms lean (`LeanPipeline`) and each batch made ahead in a background
+thread (`decoded_once`); (3) the same, each batch made in turn (`lean_in_turn`); (4) and (5) the same loaders with
+fastai's own batch transforms, made in turn (`fastai_in_turn`, full mode's path before the lean transforms) and ahead
+(`fastai_ahead`); (6) batches from the book's loaders (`get_dls`, its presize recorded as `book_presize`). They are
+interleaved in `--rounds` rounds and each keeps its best round, so that a slow moment of the machine slows one round
+of every path rather than one path. The efficiency of a path is its images per second over the model alone's (the
+target for full mode's path: >= 0.9); `decoded_once_vs_book` is full mode's images per second over the book
+loaders'. Also: seconds per epoch of the training set at each path's speed (training steps only), and, on the
+device, the largest difference between a batch of the lean transforms and of fastai's from the same random state
+(`lean_vs_fastai_max_abs_diff`: 0, the same pixels). For reference only, cited from other runs and not comparable side by side with these
 step-only speeds: the first GPU run's epoch wall time, validation included, and the book's ≈63 s per 224-px epoch.
 
     python bench/gpu_data_path.py DATA --out results/gpu/data_path.json          # on a GPU
@@ -22,12 +25,14 @@ from pathlib import Path
 
 import torch
 import imagenette_course  # first: it quiets a deprecation warning that importing fastai triggers
+from fastai.torch_core import TensorCategory, TensorImage, set_seed
 from fastai.vision.models.xresnet import xresnet50
+from fasttransform import Pipeline
 
 from imagenette_course.baseline import BOOK, REFERENCE_EPOCH_SECONDS
 from imagenette_course.cli import MIN_SIZE, whole_number
 from imagenette_course.data import DataError, check_imagenette, device_name, get_dls, resolve_data_path
-from imagenette_course.fast_data import NoRoom, clear_decoded, store_dls
+from imagenette_course.fast_data import LeanPipeline, NoRoom, clear_decoded, store_dls
 from imagenette_course.recipes import presize
 
 # Cited, not measured here: epoch wall time with validation, on other data paths, against this script's step-only speeds
@@ -37,10 +42,12 @@ CITED = dict(
     book_s_per_epoch_224=dict((source, s) for s, source in REFERENCE_EPOCH_SECONDS)[BOOK],  # fastbook, ≈1:03
     note="cited from other runs for reference: epoch wall time with validation, not this script's step-only speeds")
 
-# 'decoded_once' is what full mode runs (the committed run measured it under that name), 'decoded_once_ahead' the same
-# loaders with `prefetch=True`
-PATHS = {'decoded_once': 'decoded once, made in turn', 'decoded_once_ahead': 'decoded once, made ahead',
-         'book': "book's loaders"}
+# the data paths measured -> (how `PATHS` names them, `store_dls`'s settings; None: the book's loaders)
+PATHS = {'decoded_once': ("full mode's: decoded once, lean, made ahead", dict(lean=True, prefetch=True)),
+         'lean_in_turn': ('decoded once, lean, made in turn', dict(lean=True, prefetch=False)),
+         'fastai_in_turn': ("decoded once, fastai's transforms, made in turn", dict(lean=False, prefetch=False)),
+         'fastai_ahead': ("decoded once, fastai's transforms, made ahead", dict(lean=False, prefetch=True)),
+         'book': ("book's loaders", None)}
 
 
 def batches_of(dl):
@@ -85,14 +92,14 @@ def measure_size(data, size, bs, steps, warmup, device, rounds, per_class=None):
     clear_decoded()  # time a decode, not a hit in the per-process cache of decoded images
     start = time.perf_counter()
     try:
-        serial = store_dls(book, device, prefetch=False)
-        res['decode_once_s'] = round(time.perf_counter() - start, 1)
-        ahead = store_dls(book, device, prefetch=True)  # the same decoded images
-        decoded = {'decoded_once': lambda: batches_of(serial.train),
-                   'decoded_once_ahead': lambda: batches_of(ahead.train)}
+        stored = {path: store_dls(book, device, **settings) for path, (_, settings) in PATHS.items() if settings}
+        res['decode_once_s'] = round(time.perf_counter() - start, 1)  # the first decodes, the others share its images
+        res['lean_vs_fastai_max_abs_diff'] = lean_vs_fastai(stored['decoded_once'].train)
     except NoRoom as e:  # a GPU with too little free memory, where full mode takes the book's loaders: the others only
-        decoded, res['decode_once_s'], res['no_room'] = {}, None, str(e)
-    feeds = {'model_only': lambda: repeated((x, y)), **decoded, 'book': lambda: batches_of(book.train)}
+        stored, res['decode_once_s'], res['no_room'] = {}, None, str(e)
+    feeds = {'model_only': lambda: repeated((x, y)),
+             **{path: (lambda dls=dls: batches_of(dls.train)) for path, dls in stored.items()},
+             'book': lambda: batches_of(book.train)}
     each = {path: [] for path in feeds}
     for _ in range(rounds):
         for path, feed in feeds.items():
@@ -109,12 +116,23 @@ def measure_size(data, size, bs, steps, warmup, device, rounds, per_class=None):
     return res
 
 
+def lean_vs_fastai(dl):
+    "The largest difference between a training batch of `dl`'s lean transforms and fastai's, from the same random state"
+    b = TensorImage(dl.images[:dl.bs]), TensorCategory(dl.labels[:dl.bs])
+    def made_by(pipeline):
+        set_seed(0)
+        pipeline.split_idx = 0
+        return pipeline(b)[0]
+    return (made_by(LeanPipeline(dl.after_batch.fs)) - made_by(Pipeline(dl.after_batch.fs))).abs().max().item()
+
+
 def describe(r):
     "One line of the results `r` of `measure_size`"
     paths = '; '.join(f"{label} {r[p]:.0f} img/s ({r[p + '_efficiency']:.0%}, {r[p + '_s_per_epoch']} s/epoch)"
-                      if r[p] else f"{label}: not measured" for p, label in PATHS.items())
-    decoded = (f"decoded once / book's loaders (presize {r['book_presize']} px) {r['decoded_once_vs_book']:.2f}x; "
-               f"decoded in {r['decode_once_s']} s" if r['decoded_once'] else f"not decoded once: {r['no_room']}")
+                      if r[p] else f"{label}: not measured" for p, (label, _) in PATHS.items())
+    decoded = (f"full mode's / book's loaders (presize {r['book_presize']} px) {r['decoded_once_vs_book']:.2f}x; "
+               f"decoded in {r['decode_once_s']} s; lean vs fastai's transforms, largest difference "
+               f"{r['lean_vs_fastai_max_abs_diff']}" if r['decoded_once'] else f"not decoded once: {r['no_room']}")
     return f"{r['size']} px, best of {r['rounds']} rounds: model alone {r['model_only']:.0f} img/s; {paths}; {decoded}"
 
 

@@ -6,20 +6,24 @@ Docs: https://imagenette-course.github.io/imagenette_course/fast_data.html.md"""
 
 # %% auto #0
 __all__ = ['DECODE_SPLIT', 'ROOM', 'DECODED', 'MAX_DECODED', 'free_memory', 'NoRoom', 'store_for', 'decode_once', 'pixel_key',
-           'decode_labels', 'clear_decoded', 'decoded_images', 'ahead', 'StoreDL', 'store_dl', 'store_dls',
-           'changes_each_epoch', 'DecodeOnce']
+           'decode_labels', 'clear_decoded', 'decoded_images', 'lean_step', 'LeanPipeline', 'ahead', 'StoreDL',
+           'store_dl', 'store_dls', 'changes_each_epoch', 'on_gpu', 'DecodeOnce']
 
 # %% ../nbs/92a_fast_data.ipynb #0ab4e335
-import math, os, queue, threading
+import functools, math, os, queue, threading
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from fastcore.foundation import L
 from fastai.callback.core import Callback
 from fastai.data.core import DataLoaders, TfmdDL
+from fastai.data.transforms import IntToFloatTensor, Normalize
 from fastai.torch_core import (TensorCategory, TensorImage, default_device, get_random_states, rank_distrib,
                                set_random_states)
-from fastai.vision.augment import RandTransform, Resize, ResizeMethod
+from fastai.vision.augment import (AffineCoordTfm, Brightness, Contrast, Flip, LightingTfm, RandomResizedCropGPU,
+                                   RandTransform, Resize, ResizeMethod, Rotate, Warp, Zoom, _BrightnessLogit,
+                                   _ContrastLogit, _WarpCoord, flip_mat, rotate_mat, zoom_mat)
 from fasttransform import Pipeline
 from fasttransform.transform import init_args
 from PIL import Image
@@ -122,6 +126,149 @@ def decoded_images(loaders,      # the loaders of one `DataLoaders` (its `.loade
     if key is not None and MAX_DECODED > 0: DECODED[key] = images
     return images
 
+# %% ../nbs/92a_fast_data.ipynb #6d8d3dbd
+def _uniform(x, lo, hi): # a batch; the range
+    "One draw from U(`lo`, `hi`) per item of `x`, on its device, as fastai's `_def_draw`s make them"
+    return x.new_empty(x.size(0)).uniform_(lo, hi)
+
+def _masked(draw, p, neutral=0.):
+    "fastai's `mask_tensor`: each of `draw` kept with probability `p`, else `neutral`; the coins drawn as fastai draws them"
+    if p == 1.: return draw
+    if neutral != 0: draw.add_(-neutral)
+    draw.mul_(draw.new_empty(draw.shape).float().bernoulli_(p).long())
+    return draw.add_(neutral) if neutral != 0 else draw
+
+def _affine_mats(x, *entries): # a batch; a, b, c, d, e, f: a tensor of one value per item, or 0 or 1
+    "3×3 matrices [[a, b, c], [d, e, f], [0, 0, 1]], one per item of `x`"
+    const = {0: x.new_zeros(x.size(0)), 1: x.new_ones(x.size(0))}
+    return torch.stack([const[e] if isinstance(e, int) else e for e in (*entries, 0, 0, 1)], 1).view(-1, 3, 3)
+
+def _flip(x, p, **_):
+    s = 1 - 2 * _masked(x.new_ones(x.size(0)), p)
+    return _affine_mats(x, s, 0, 0, 0, 1, 0)
+
+def _rotate(x, max_deg, p, **_):
+    theta = _masked(_uniform(x, -max_deg, max_deg), p) * math.pi / 180
+    cos, sin = theta.cos(), theta.sin()
+    return _affine_mats(x, cos, sin, 0, -sin, cos, 0)
+
+def _zoom(x, min_zoom, max_zoom, p, **_):
+    s = 1 / _masked(_uniform(x, min_zoom, max_zoom), p, neutral=1.)
+    col, row = _uniform(x, 0, 1), _uniform(x, 0, 1)
+    return _affine_mats(x, s, 0, (1 - s) * (2 * col - 1), 0, s, (1 - s) * (2 * row - 1))
+
+_AFFINE = {flip_mat: _flip, rotate_mat: _rotate, zoom_mat: _zoom}  # fastai's matrix makers -> their lean versions
+
+@functools.cache
+def _corners(device, dtype): return torch.tensor([[-1, -1], [-1, 1], [1, -1], [1, 1]], dtype=dtype, device=device)
+
+def _warp_targets(x, w): # a batch; a fastai `_WarpCoord`
+    "Where `w` moves each corner of each image, (n, 4, 2): the draws of its `before_call`"
+    x_t, y_t = (_masked(_uniform(x, -w.magnitude, w.magnitude), w.p) for _ in 'xy')
+    return torch.stack([torch.stack([-1 - y_t, -1 - x_t]), torch.stack([-1 + y_t, 1 + x_t]),
+                        torch.stack([1 + y_t, -1 + x_t]), torch.stack([1 - y_t, 1 - x_t])]).permute(2, 0, 1)
+
+def _warp(coords, targets): # a sampling grid (n, h, w, 2); `_warp_targets`
+    "fastai's perspective warp of `coords` (`find_coeffs`, `apply_perspective`), without reading anything back"
+    n, corners = len(targets), _corners(targets.device, targets.dtype).expand(len(targets), 4, 2)
+    (tx, ty), (cx, cy) = targets.unbind(-1), corners.unbind(-1)
+    zero, one = torch.zeros_like(tx), torch.ones_like(tx)
+    rows = (torch.stack([tx, ty, one, zero, zero, zero, -cx * tx, -cx * ty], -1),
+            torch.stack([zero, zero, zero, tx, ty, one, -cy * tx, -cy * ty], -1))
+    # `solve_ex`: fastai's `solve` is the same, then reads its error flags back to check them
+    coeffs = torch.linalg.solve_ex(torch.stack(rows, 2).view(n, 8, 8), corners.reshape(n, 8, 1))[0]
+    coeffs = torch.cat([coeffs, coeffs.new_ones(n, 1, 1)], 1).view(n, 3, 3)
+    flat = coords.view(n, -1, 2)
+    moved = flat @ coeffs[..., :2].transpose(1, 2) + coeffs[..., 2].unsqueeze(1)
+    w = moved[..., 2:]
+    # fastai leaves the whole batch unwarped if any point would divide by 0: decided on the device, not in Python
+    return torch.where((w == 0).any(), flat, moved[..., :2] / w).view(coords.shape)
+
+def _out_size(x, size): return tuple(x.shape[-2:]) if size is None else (size, size) if isinstance(size, int) else tuple(size)
+
+def _sample(x, coords, pad_mode, align_corners, identity): # `identity`: `coords` is an identity grid's
+    "fastai's `_grid_sample` (bilinear): where it shrinks over 2×, by area first, unless zoomed in as much"
+    shrink = min(x.shape[-2] / coords.shape[-2], x.shape[-1] / coords.shape[-1]) / 2
+    if shrink > 1:
+        # an identity grid with `align_corners` spans exactly [-1, 1], a zoom of 1: known without reading it back
+        zoom = 1. if identity and align_corners else 1 / (coords.max() - coords.min()).item() * 2
+        if shrink > zoom: x = F.interpolate(x, scale_factor=1 / shrink, mode='area', recompute_scale_factor=True)
+    return F.grid_sample(x, coords, mode='bilinear', padding_mode=pad_mode, align_corners=align_corners)
+
+def _applies(t, split): return t.split_idx is None or t.split_idx == split  # fastai's `Transform._call`
+
+def _affine_step(t, x, split):
+    "`AffineCoordTfm` `t` (flips, rotations, zooms, warps, composed) on `x`; it draws its warps in validation too"
+    n, (h, w) = x.size(0), x.shape[-2:]
+    mat = torch.eye(3, device=x.device).float().expand(n, 3, 3)
+    if not split:
+        for f in t.aff_fs: mat = mat @ _AFFINE[f.func](x, **f.keywords)
+    targets = [_warp_targets(x, c) for c in t.coord_fs]
+    if h != w: mat = mat.clone(); mat[:, 0, 1] *= h / w; mat[:, 1, 0] *= w / h  # fastai's `_prepare_mat`
+    coords = F.affine_grid(mat[:, :2], x.shape[:2] + _out_size(x, t.size), align_corners=t.align_corners)
+    if not split:
+        for targ in targets: coords = _warp(coords, targ)
+    return _sample(x, coords, t.pad_mode, t.align_corners, identity=bool(split))
+
+def _crop_step(t, x, split):
+    "`RandomResizedCropGPU` `t` on `x`: the crop drawn by `t` itself, from Python's `random`, then resized"
+    t.before_call(x, split)
+    if not _applies(t, split): return x
+    (top, left), (h, w) = t.tl, t.cp_size
+    x = x[..., top:top + h, left:left + w]
+    identity = torch.eye(3, device=x.device).expand(x.size(0), 3, 3)[:, :2]
+    coords = F.affine_grid(identity, x.shape[:2] + _out_size(x, t.size), align_corners=True)
+    return _sample(x, coords, 'reflection', True, identity=True)
+
+def _logit(x): # fastai's `logit`
+    x = x.clamp(1e-7, 1 - 1e-7)
+    return -(1 / x - 1).log()
+
+def _brightness(f, x): return _masked(_uniform(x, 0.5 * (1 - f.max_lighting), 0.5 * (1 + f.max_lighting)), f.p, 0.5)
+def _contrast(f, x):
+    return _masked(torch.exp(_uniform(x, math.log(1 - f.max_lighting), -math.log(1 - f.max_lighting))), f.p, 1.)
+
+# fastai's lighting changes -> (their draw, how each applies in logit space)
+_LIGHTING = {_BrightnessLogit: (_brightness, lambda x, c: x.add_(_logit(c)[:, None, None, None])),
+             _ContrastLogit: (_contrast, lambda x, c: x.mul_(c[:, None, None, None]))}
+
+def _lighting_step(t, x, split):
+    "`LightingTfm` `t` (brightness and contrast, composed) on `x`; it draws in validation too, and applies in training"
+    changes = [(_LIGHTING[type(f)][1], _LIGHTING[type(f)][0](f, x)) for f in t.fs]
+    if not _applies(t, split): return x
+    x = _logit(x)
+    for change, c in changes: x = change(x, c)
+    return torch.sigmoid(x)
+
+def _int_to_float(t, x, split): return x.float().div_(t.div) if _applies(t, split) else x
+def _normalize(t, x, split): return (x - t.mean) / t.std if _applies(t, split) else x
+
+def _fastai_draws(f): # an affine matrix maker or a warp of an `AffineCoordTfm`
+    "Does `f` draw its numbers itself, one per image, as `aug_transforms` makes them (no `draw`, no `batch`)?"
+    kw = f.keywords if isinstance(f, functools.partial) else vars(f)
+    return not kw.get('batch') and all(kw.get(k) is None for k in ('draw', 'draw_x', 'draw_y'))
+
+def lean_step(t): # a fastai batch transform
+    "The plain-tensor version of `t`, a function of (`t`, batch, split index); `None` for a transform it doesn't know"
+    if type(t) is IntToFloatTensor: return _int_to_float
+    if type(t) is Normalize and t.mean is not None: return _normalize
+    if type(t) is RandomResizedCropGPU and t.mode == 'bilinear': return _crop_step
+    if (type(t) in (AffineCoordTfm, Flip, Rotate, Zoom, Warp) and t.mode == 'bilinear'
+        and all(isinstance(f, functools.partial) and f.func in _AFFINE and _fastai_draws(f) for f in t.aff_fs)
+        and all(type(c) is _WarpCoord and _fastai_draws(c) for c in t.coord_fs)): return _affine_step
+    if type(t) in (LightingTfm, Brightness, Contrast) and all(type(f) in _LIGHTING and _fastai_draws(f) for f in t.fs):
+        return _lighting_step
+
+class LeanPipeline(Pipeline):
+    "fastai's batch `Pipeline`, run as plain-tensor operations that never wait for the GPU where it knows every transform"
+    def __call__(self, b): # a batch: (`TensorImage`, `TensorCategory`)
+        steps = [lean_step(t) for t in self.fs]
+        if None in steps or not (isinstance(b, tuple) and len(b) == 2 and type(b[0]) is TensorImage
+                                 and type(b[1]) is TensorCategory): return super().__call__(b)  # fastai's own
+        x = b[0].as_subclass(torch.Tensor)  # fastai's types pass every operation through Python, to keep the type
+        for step, t in zip(steps, self.fs): x = step(t, x, self.split_idx)
+        return TensorImage(x), b[1]
+
 # %% ../nbs/92a_fast_data.ipynb #7592f274
 _DONE = object()  # what the background thread sends after the last item
 
@@ -162,9 +309,11 @@ class StoreDL(TfmdDL):
                  images=None,      # its images, decoded: uint8, N×3×H×W, on the loader's device
                  labels=None,      # their labels, as a tensor of class indices
                  prefetch:bool=False, # make each batch `ahead`, in a background thread
+                 lean:bool=True,      # run the batch transforms as a `LeanPipeline`
                  **kwargs):
         super().__init__(dataset, **kwargs)
-        self.images, self.labels, self.prefetch = images, labels, prefetch
+        self.images, self.labels, self.prefetch, self.lean = images, labels, prefetch, lean
+        if lean: self.after_batch = LeanPipeline(self.after_batch)  # the same transforms (`fs`), run lean
 
     def __iter__(self): return ahead(super().__iter__()) if self.prefetch else super().__iter__()
 
@@ -179,14 +328,15 @@ class StoreDL(TfmdDL):
         # other items (`test_dl`) or other per-item transforms (`learn.tta(item_tfms=...)`): fastai's own loader
         if (dataset is not None and dataset is not self.dataset) or {'after_item', 'before_batch'} & set(kwargs):
             return TfmdDL.new(self, dataset, cls or TfmdDL, **kwargs)
-        res = super().new(dataset, cls, **{'prefetch': self.prefetch, **kwargs})
+        res = super().new(dataset, cls, **{'prefetch': self.prefetch, 'lean': self.lean, **kwargs})
         res.images, res.labels = self.images, self.labels
         return res
 
 def store_dl(dl,            # a fastai `TfmdDL`
              device=None,   # where the images are kept (default: fastai's)
              images=None,   # `dl`'s decoded images, if at hand (from `decoded_images`); default: from it
-             prefetch=False):# make each batch in a background thread
+             prefetch=False, # make each batch in a background thread
+             lean=True):    # run the batch transforms as a `LeanPipeline`
     "`dl` as a `StoreDL` on `device`: same items, labels, sampling and transforms"
     _refuse_before_batch([dl])
     device = device or default_device()
@@ -194,15 +344,16 @@ def store_dl(dl,            # a fastai `TfmdDL`
     # copies of the transform lists: a `TfmdDL` built on another's `Pipeline` empties that one
     tfms = {nm: list(getattr(dl, nm).fs) for nm in ('after_item', 'before_batch', 'after_batch')}
     return StoreDL(dl.dataset, images=images, labels=decode_labels(dl).to(device), bs=dl.bs, shuffle=dl.shuffle,
-                   drop_last=dl.drop_last, device=device, num_workers=0, prefetch=prefetch, **tfms)
+                   drop_last=dl.drop_last, device=device, num_workers=0, prefetch=prefetch, lean=lean, **tfms)
 
 def store_dls(dls,            # the book's `DataLoaders` (`get_dls`)
               device=None,    # where the images are kept (default: fastai's)
-              prefetch=False): # make each batch in a background thread
+              prefetch=False, # make each batch in a background thread
+              lean=True):     # run the batch transforms as a `LeanPipeline`
     "`DataLoaders` like `dls` whose images are decoded once per process and kept on `device`"
     images = decoded_images(dls.loaders, device)  # one set: all of `dls`'s loaders
-    return DataLoaders(*(store_dl(dl, device, im, prefetch) for dl, im in zip(dls.loaders, images)), path=dls.path,
-                       device=device)
+    return DataLoaders(*(store_dl(dl, device, im, prefetch, lean) for dl, im in zip(dls.loaders, images)),
+                       path=dls.path, device=device)
 
 # %% ../nbs/92a_fast_data.ipynb #4ca06243
 def _first_of_other_shape(files, # image files
@@ -229,18 +380,25 @@ def changes_each_epoch(dl): # a fastai `TfmdDL`
     return None
 
 # %% ../nbs/92a_fast_data.ipynb #d6a1982c
+def on_gpu(device): # a device, its name, or `None`
+    "Is `device` a CUDA GPU?"
+    return device is not None and torch.device(device).type == 'cuda'
+
 class DecodeOnce(Callback):
     "Before every `fit`, replace the learner's loaders by `store_dls` of them, if they fit and make the same pictures"
     order = -20  # before the callbacks that read or wrap the loaders (training/eval switch, data-parallel wrapper)
-    def __init__(self):
+    def __init__(self, prefetch=None): # make batches `ahead`; default: where they are on a GPU
         self.refused = None  # the `DataLoaders` kept as they are: not tried again
+        self.prefetch = prefetch
 
     def before_fit(self):  # also sent by `validate`, `get_preds` and `tta`
         if isinstance(self.dls.train, StoreDL) or self.dls is self.refused: return
         if why := next(filter(None, map(changes_each_epoch, self.dls.loaders)), None):
             return self.keep_loaders(f"the decoded-once data path would train on other pictures: {why}")
         # the loaders' device, not the model's: fastai moves the model to the loaders' device after this (order -10)
-        try: self.learn.dls = store_dls(self.dls, self.dls.device)
+        device = self.dls.device
+        prefetch = on_gpu(device) if self.prefetch is None else self.prefetch
+        try: self.learn.dls = store_dls(self.dls, device, prefetch=prefetch)
         except NoRoom as e: self.keep_loaders(str(e))
 
     def keep_loaders(self, why): # what the decoded-once loaders can't do here

@@ -5,7 +5,7 @@
 # DEADLINE (or $LENT_DEADLINE_S): seconds this script may take, default 585, the 600 s of a call's timeout_s less 15
 # for the archive at the end. A call's limit can be less (less device time left): pass that limit less 15, as on a
 # rerun with `timeout_s=300`: bash scripts/lent_gpu_check.sh "$OUT/gpu" COMMIT 285. Such a rerun leaves the recipes
-# about 100 s, enough for a run or two at most; the data-path benchmark still gets its 80 s.
+# about 60 s, enough for a run at most; the data-path benchmark still gets its 120 s.
 # Writes to $1 the ledger, summary.json, data_path.json (bench/gpu_data_path.py), optimizer_step.json
 # (bench/optimizer_step.py), gpu.txt, log.txt and lanes.tgz (each lane's log, summary and ledger): 7 files, as at most
 # 8 come back from the machine, none deeper than $OUT/a/b/. Copy them to results/gpu/, commit them, and run
@@ -48,16 +48,23 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 rm -rf /tmp/imagenette  # a rerun on the same machine unpacks again
 python3 scripts/unpack_gpu_data.py build/gpu_data /tmp/imagenette 2>&1 | tee -a "$out/log.txt"
 # All inside the call's limit (`deadline`), so that what finished comes back; each step's time limit is what is left
-# of it (`left`), less what the steps after it need. Wheels and unpacking take ~20 s. Then the CUDA code paths at
-# tiny sizes, in two lanes as the check runs them (chapter 5's recipe: progressive resizing and TTA; mixup; sota:
-# the size schedule, label smoothing), which stops the call within 90 s if none of them works there, leaving the device
-# time to fix and rerun; one broken recipe, or a smoke cut by its 90 s (a slow start, not broken code), does not: the
-# check isolates a broken recipe. Then the recipes (all the time left but the data-path benchmark's; none starts that
-# would not end 40 s before its limit), the data-path benchmark (80 s at most, 224 px first, the size full mode trains
-# at), and the GPU part of the optimizer step benchmark (40 s) if the recipes left time for it. `-k`: a step that
-# ignores the SIGTERM is killed soon after; the check's is `stop_s`, the time it takes to end its lanes and mark the
-# runs they cut (gpu_check.py's STOP_S); `|| step`: a failed or cut step still leaves the next its time.
+# of it (`left`), less what the steps after it need. Wheels and unpacking take ~20 s. The parts ($LENT_PARTS, default
+# smoke,bench,check: all of them, in one call), in this order:
+# - smoke: the CUDA code paths at tiny sizes, in two lanes as the check runs them (chapter 5's recipe: progressive
+#   resizing and TTA; mixup; sota: the size schedule, label smoothing), which stops the call within 90 s if none of
+#   them works there, leaving the device time to fix and rerun; one broken recipe, or a smoke cut by its 90 s (a slow
+#   start, not broken code), does not: the check isolates a broken recipe;
+# - bench: the data-path benchmark, alone on the GPU (120 s at most, 224 px first, the size full mode trains at), and,
+#   after the check if there is one, the GPU part of the optimizer step benchmark (40 s) if there is time left for it;
+# - check: the recipes, in all the time left but the optimizer benchmark's; none starts that would not end 40 s before
+#   its limit.
+# `LENT_PARTS=smoke,bench` then `LENT_PARTS=check` splits them over two calls on the same machine, when one call's
+# 600 s is too short for every run. `-k`: a step that ignores the SIGTERM is killed soon after; the check's is
+# `stop_s`, the time it takes to end its lanes and mark the runs they cut (gpu_check.py's STOP_S); `|| step`: a failed
+# or cut step still leaves the next its time.
 deadline=${3:-${LENT_DEADLINE_S:-585}}  # s: the call's limit, less the trap's archive
+parts=${LENT_PARTS:-smoke,bench,check}
+has() { [[ ",$parts," == *",$1,"* ]]; }
 left() { echo $(( deadline - SECONDS )); }
 step() { echo "=== $1: exit status $2" | tee -a "$out/log.txt"; }
 smoke=$(mktemp -d)
@@ -72,23 +79,30 @@ smoke_failed() {
   python3 -c 'import json, sys; sys.exit(all(r["status"] != "ok" for r in json.load(open(sys.argv[1]))["results"]))' \
     "$smoke/summary.json" 2>/dev/null
 }
-timeout -k 5 90 python3 scripts/gpu_check.py /tmp/imagenette --out "$smoke" --smoke --lanes 2 --recipes tta,mixup,sota \
-  --commit "$commit" 2>&1 | tee -a "$out/log.txt" || smoke_failed $? ||
-  { echo "=== no smoke run came back ok: stopping" | tee -a "$out/log.txt"; exit 1; }
+if has smoke; then
+  timeout -k 5 90 python3 scripts/gpu_check.py /tmp/imagenette --out "$smoke" --smoke --lanes 2 \
+    --recipes tta,mixup,sota --commit "$commit" 2>&1 | tee -a "$out/log.txt" || smoke_failed $? ||
+    { echo "=== no smoke run came back ok: stopping" | tee -a "$out/log.txt"; exit 1; }
+fi
 stop_s=20
-check_s=$(( $(left) - 80 - stop_s ))  # 80 s: the data-path benchmark
-(( check_s > 0 )) || check_s=1  # `timeout 0` would be no limit at all
-budget_min=$(python3 -c "print(max(0, round(($check_s - 40) / 60, 2)))")  # 0: no run starts, the benchmarks get the time
-timeout -k "$stop_s" "$check_s" python3 scripts/gpu_check.py /tmp/imagenette --out "$out" --budget-min "$budget_min" \
-  --lanes 3 --commit "$commit" 2>&1 | tee -a "$out/log.txt" || step gpu_check $?
-archive_lanes  # now: the call may yet be cut
-bench_s=$(( $(left) - 5 )); (( bench_s > 80 )) && bench_s=80
-(( bench_s > 0 )) || bench_s=1
-# two rounds of fewer steps than its default: 4 paths at 2 sizes, each round, within its 80 s; each size's results
-# written as soon as they are measured, 224 px first: if the time runs out, 128 px is what is missing
-timeout -k 5 "$bench_s" python3 bench/gpu_data_path.py /tmp/imagenette --sizes 224,128 --rounds 2 --steps 30 \
-  --out "$out/data_path.json" 2>&1 | tee -a "$out/log.txt" || step gpu_data_path $?
-if (( $(left) > 50 )); then  # the CPU part (a) is measured anywhere: only the GPU's here
+optimizer_s=$(has bench && echo 45 || echo 0)  # the optimizer step benchmark's time, after the check
+if has bench; then
+  # two rounds of its 6 feeds at 2 sizes within 120 s; each size's results written as soon as they are measured,
+  # 224 px first: if the time runs out, 128 px is what is missing
+  bench_s=$(( $(left) - 5 )); (( bench_s > 120 )) && bench_s=120
+  (( bench_s > 0 )) || bench_s=1
+  timeout -k 5 "$bench_s" python3 bench/gpu_data_path.py /tmp/imagenette --sizes 224,128 --rounds 2 --steps 30 \
+    --out "$out/data_path.json" 2>&1 | tee -a "$out/log.txt" || step gpu_data_path $?
+fi
+if has check; then
+  check_s=$(( $(left) - optimizer_s - stop_s ))
+  (( check_s > 0 )) || check_s=1  # `timeout 0` would be no limit at all
+  budget_min=$(python3 -c "print(max(0, round(($check_s - 40) / 60, 2)))")  # 0: no run starts
+  timeout -k "$stop_s" "$check_s" python3 scripts/gpu_check.py /tmp/imagenette --out "$out" \
+    --budget-min "$budget_min" --lanes 3 --commit "$commit" 2>&1 | tee -a "$out/log.txt" || step gpu_check $?
+  archive_lanes  # now: the call may yet be cut
+fi
+if has bench && (( $(left) > 45 )); then  # the CPU part (a) is measured anywhere: only the GPU's here
   timeout -k 5 40 python3 bench/optimizer_step.py --no-cpu --rounds 2 --out "$out/optimizer_step.json" 2>&1 |
     tee -a "$out/log.txt" || step optimizer_step $?
 fi

@@ -1,5 +1,5 @@
 "The decoded-once data path (appendix 92a) where a notebook can't show it: a GPU's device, fastai's other loaders, which loaders share decoded images"
-import json, re, threading
+import json, random, re, threading
 from pathlib import Path
 
 import pytest
@@ -7,18 +7,21 @@ import torch
 import fastai.callback.progress  # noqa: F401 (`Learner.no_bar`)
 from fastai.callback.core import Callback, CancelFitException
 from fastai.data.core import TfmdDL
-from fastai.data.transforms import ToTensor
+from fastai.data.transforms import IntToFloatTensor, Normalize, ToTensor
 from fastai.learner import Learner
 from fastai.metrics import accuracy
-from fastai.torch_core import set_seed
-from fastai.vision.augment import FlipItem, Resize
+from fastai.torch_core import TensorCategory, TensorImage, set_seed
+from fastai.vision.augment import FlipItem, RandomResizedCropGPU, Resize, aug_transforms
 from fastai.vision.core import imagenet_stats
 from fastai.vision.models.xresnet import xresnet18
+from fasttransform import Pipeline
 
 import imagenette_course.fast_data as fast_data
 from imagenette_course.data import CLASS_NAMES, get_dls
-from imagenette_course.fast_data import (DECODED, MAX_DECODED, DecodeOnce, StoreDL, changes_each_epoch, clear_decoded,
-                                         decoded_images, pixel_key, store_dl, store_dls, store_for)
+from imagenette_course.fast_data import (DECODED, MAX_DECODED, DecodeOnce, LeanPipeline, StoreDL, changes_each_epoch,
+                                         clear_decoded, decoded_images, lean_step, on_gpu, pixel_key, store_dl,
+                                         store_dls, store_for)
+from imagenette_course.tta import at_training_scale
 from conftest import fake_dataset
 from test_data import write_noisy_csv
 
@@ -26,7 +29,7 @@ from test_data import write_noisy_csv
 def test_decoded_images_go_to_the_loaders_device_not_the_new_models(fake_imagenette, monkeypatch):
     "On a GPU the loaders are on it while a new model is still on the CPU: the stored images must follow the loaders"
     seen = []
-    def record_device(dls, device=None):
+    def record_device(dls, device=None, prefetch=False):
         seen.append(device)
         raise CancelFitException  # nothing to train: only where the images would go
     monkeypatch.setattr(fast_data, 'store_dls', record_device)
@@ -329,3 +332,88 @@ def test_the_appendix_prints_its_timings_and_checks_none_of_them():
     timed = [s for s in code if 'perf_counter' in s]
     assert len(timed) >= 2 and all('print(' in s for s in timed)  # loaders' images/s, and batches made ahead
     assert not [s for s in timed if re.search(r'^\s*(assert|test_\w+\()', s, re.M)]
+
+
+# --- the book's batch transforms, lean ---
+
+
+BATCH_TFMS = {  # batch transforms as `get_dls` makes them, and with each part of `aug_transforms` changed in turn
+    'book': lambda size: aug_transforms(size=size, min_scale=0.75),
+    'no warp, no flip': lambda size: aug_transforms(size=size, min_scale=0.75, max_warp=0, do_flip=False),
+    'always affine and lighting': lambda size: aug_transforms(size=size, min_scale=0.75, p_affine=1., p_lighting=1.),
+    'no lighting': lambda size: aug_transforms(size=size, min_scale=0.75, max_lighting=0),
+    'affine transforms resizing (min_scale 1)': lambda size: aug_transforms(size=size),
+    'zooming out too': lambda size: aug_transforms(size=size, min_zoom=0.8, max_zoom=1.2, min_scale=0.75),
+    "TTA's crop at the training scale": lambda size: [RandomResizedCropGPU(size, min_scale=0.75, ratio=(1, 1),
+                                                                           valid_scale=0.9)],
+}
+
+
+def made_from_seed(pipeline, b, split, seed):
+    "What `pipeline` makes of batch `b` as split `split` after seeding, and the generators' states after it"
+    random.seed(seed); torch.manual_seed(seed)
+    pipeline.split_idx = split
+    return pipeline(b), torch.get_rng_state(), random.getstate()
+
+
+@pytest.mark.parametrize('tfms', BATCH_TFMS)
+@pytest.mark.parametrize('shape, size', [((131, 131), 64),  # crops shrunk over 2x, or not: both sides of the area rule
+                                          ((99, 131), 48),   # not square
+                                          ((40, 40), 32)])
+def test_lean_transforms_make_fastais_pixels_from_the_same_draws(tfms, shape, size):
+    b = TensorImage(torch.randint(0, 256, (8, 3, *shape), dtype=torch.uint8)), TensorCategory(torch.arange(8))
+    fs = [IntToFloatTensor(), *BATCH_TFMS[tfms](size), Normalize.from_stats(*imagenet_stats, cuda=False)]
+    assert all(lean_step(t) for t in fs)
+    for split in (0, 1, None):
+        for seed in range(4):
+            (book, y), *book_states = made_from_seed(Pipeline(fs), b, split, seed)
+            (lean, lean_y), *lean_states = made_from_seed(LeanPipeline(fs), b, split, seed)
+            assert type(lean) is TensorImage and lean_y is b[1]
+            assert torch.equal(lean, book) and book.shape[-2:] == (size, size)
+            assert torch.equal(lean_states[0], book_states[0]) and lean_states[1] == book_states[1]
+
+
+def test_a_transform_the_lean_pipeline_does_not_know_runs_the_batch_through_fastais(monkeypatch):
+    "`Dihedral` (`flip_vert=True`), say: every transform of that batch is fastai's, and the result is fastai's"
+    fs = [IntToFloatTensor(), *aug_transforms(size=32, flip_vert=True, min_scale=0.75)]
+    assert [lean_step(t) is None for t in fs] == [False, True, False, False]  # the affine transforms hold `Dihedral`
+    monkeypatch.setattr(fast_data, '_int_to_float', lambda *a: pytest.fail("a lean step ran"))
+    b = TensorImage(torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8)), TensorCategory(torch.arange(4))
+    assert torch.equal(made_from_seed(LeanPipeline(fs), b, 0, 0)[0][0], made_from_seed(Pipeline(fs), b, 0, 0)[0][0])
+
+
+def test_stored_loaders_run_lean_unless_told_and_keep_it_in_new_loaders(fake_imagenette):
+    dls = tiny_dls(fake_imagenette)
+    fast, plain = store_dls(dls), store_dls(dls, lean=False)
+    assert type(fast.train.after_batch) is LeanPipeline and type(plain.train.after_batch) is Pipeline
+    assert type(fast.valid.new(shuffle=True).after_batch) is LeanPipeline
+    assert type(plain.valid.new(shuffle=True).after_batch) is Pipeline
+    # the same transform objects: what changes them (a size schedule, TTA's crop) changes the lean batches too
+    assert list(fast.train.after_batch.fs) == list(dls.train.after_batch.fs)
+    crop = next(t for t in fast.train.after_batch.fs if isinstance(t, RandomResizedCropGPU))
+    crop.size = (16, 16)
+    assert fast.train.one_batch()[0].shape[-2:] == (16, 16)
+    at_scale = at_training_scale(fast.valid)
+    assert type(at_scale) is StoreDL and type(at_scale.after_batch) is LeanPipeline
+    assert all(map(lean_step, at_scale.after_batch.fs))
+
+
+def test_only_a_cuda_device_is_a_gpu():
+    assert on_gpu('cuda') and on_gpu(torch.device('cuda', 1))
+    assert not any(map(on_gpu, ('cpu', torch.device('meta'), None)))
+
+
+@pytest.mark.parametrize('gpu', [True, False])
+def test_decode_once_makes_batches_ahead_on_a_gpu_only(fake_imagenette, monkeypatch, gpu):
+    "On a CPU the batch transforms draw from the generator MixUp draws from: made ahead, runs wouldn't repeat"
+    seen = []
+    def record(dls, device=None, prefetch=False):
+        seen.append((device, prefetch))
+        raise CancelFitException  # nothing to train: only how the batches would be made
+    monkeypatch.setattr(fast_data, 'store_dls', record)
+    monkeypatch.setattr(fast_data, 'on_gpu', lambda device: gpu if device == torch.device('meta') else pytest.fail())
+    dls = tiny_dls(fake_imagenette)
+    dls.device = torch.device('meta')  # stands for the loaders' device, a GPU or not
+    for cb in (DecodeOnce(), DecodeOnce(prefetch=not gpu)):  # the default, then the other way, asked for
+        Learner(dls, xresnet18(n_out=dls.c), cbs=cb).fit(1)
+    assert seen == [(torch.device('meta'), gpu), (torch.device('meta'), not gpu)]

@@ -5,14 +5,14 @@ At each image size, in one process: the same training step (bf16 autocast, chann
 autotuning as full mode has it, and the loss read on the CPU after every step, as fastai's `Recorder` does for its
 smoothed loss, so that the next batch cannot be made while the GPU still works unless it is made ahead) on (1) one
 batch of random tensors already on the GPU, the model alone; (2) batches from appendix 92a's decoded-once loaders
-as full mode runs them on a GPU, the batch transforms lean (`LeanPipeline`) and each batch made ahead in a background
-thread (`decoded_once`); (3) the same, each batch made in turn (`lean_in_turn`); (4) and (5) the same loaders with
-fastai's own batch transforms, made in turn (`fastai_in_turn`, full mode's path before the lean transforms) and ahead
-(`fastai_ahead`); (6) batches from the book's loaders (`get_dls`, its presize recorded as `book_presize`). They are
-interleaved in `--rounds` rounds and each keeps its best round, so that a slow moment of the machine slows one round
-of every path rather than one path. The efficiency of a path is its images per second over the model alone's (the
-target for full mode's path: >= 0.9); `decoded_once_vs_book` is full mode's images per second over the book
-loaders'. Also: seconds per epoch of the training set at each path's speed (training steps only), and, on the
+as full mode runs them on a GPU, the batch transforms lean (`LeanPipeline`) and each batch made in turn
+(`lean_in_turn`, named in the results as `full_mode_path`); (3) the same, each batch made ahead in a background
+thread (`lean_ahead`); (4) and (5) the same loaders with fastai's own batch transforms, made in turn
+(`fastai_in_turn`, full mode's path before the lean transforms) and ahead (`fastai_ahead`); (6) batches from the
+book's loaders (`get_dls`, its presize recorded as `book_presize`). They are interleaved in `--rounds` rounds and
+each keeps its best round, so that a slow moment of the machine slows one round of every path rather than one path.
+The efficiency of a path is its images per second over the model alone's (the target for full mode's path: >= 0.9);
+`full_mode_vs_book` is full mode's images per second over the book loaders'. Also: seconds per epoch of the training set at each path's speed (training steps only), and, on the
 device, the largest difference between a batch of the lean transforms and of fastai's from the same random state
 (`lean_vs_fastai_max_abs_diff`: 0, the same pixels). For reference only, cited from other runs and not comparable side by side with these
 step-only speeds: the first GPU run's epoch wall time, validation included, and the book's ≈63 s per 224-px epoch.
@@ -43,11 +43,12 @@ CITED = dict(
     note="cited from other runs for reference: epoch wall time with validation, not this script's step-only speeds")
 
 # the data paths measured -> (how `PATHS` names them, `store_dls`'s settings; None: the book's loaders)
-PATHS = {'decoded_once': ("full mode's: decoded once, lean, made ahead", dict(lean=True, prefetch=True)),
-         'lean_in_turn': ('decoded once, lean, made in turn', dict(lean=True, prefetch=False)),
+PATHS = {'lean_in_turn': ("full mode's: decoded once, lean, made in turn", dict(lean=True, prefetch=False)),
+         'lean_ahead': ('decoded once, lean, made ahead', dict(lean=True, prefetch=True)),
          'fastai_in_turn': ("decoded once, fastai's transforms, made in turn", dict(lean=False, prefetch=False)),
          'fastai_ahead': ("decoded once, fastai's transforms, made ahead", dict(lean=False, prefetch=True)),
          'book': ("book's loaders", None)}
+FULL_MODE_PATH = 'lean_in_turn'  # what `DecodeOnce` makes, as full mode trains on a GPU
 
 
 def batches_of(dl):
@@ -94,7 +95,7 @@ def measure_size(data, size, bs, steps, warmup, device, rounds, per_class=None):
     try:
         stored = {path: store_dls(book, device, **settings) for path, (_, settings) in PATHS.items() if settings}
         res['decode_once_s'] = round(time.perf_counter() - start, 1)  # the first decodes, the others share its images
-        res['lean_vs_fastai_max_abs_diff'] = lean_vs_fastai(stored['decoded_once'].train)
+        res['lean_vs_fastai_max_abs_diff'] = lean_vs_fastai(stored[FULL_MODE_PATH].train)
     except NoRoom as e:  # a GPU with too little free memory, where full mode takes the book's loaders: the others only
         stored, res['decode_once_s'], res['no_room'] = {}, None, str(e)
     feeds = {'model_only': lambda: repeated((x, y)),
@@ -112,7 +113,8 @@ def measure_size(data, size, bs, steps, warmup, device, rounds, per_class=None):
         ips = res.setdefault(path, None)
         res[f'{path}_efficiency'] = ips and round(ips / res['model_only'], 3)
         res[f'{path}_s_per_epoch'] = ips and round(res['n_train'] / ips, 1)
-    res['decoded_once_vs_book'] = res['decoded_once'] and round(res['decoded_once'] / res['book'], 3)
+    full = res[FULL_MODE_PATH]
+    res['full_mode_vs_book'] = full and round(full / res['book'], 3)
     return res
 
 
@@ -130,9 +132,9 @@ def describe(r):
     "One line of the results `r` of `measure_size`"
     paths = '; '.join(f"{label} {r[p]:.0f} img/s ({r[p + '_efficiency']:.0%}, {r[p + '_s_per_epoch']} s/epoch)"
                       if r[p] else f"{label}: not measured" for p, (label, _) in PATHS.items())
-    decoded = (f"full mode's / book's loaders (presize {r['book_presize']} px) {r['decoded_once_vs_book']:.2f}x; "
+    decoded = (f"full mode's / book's loaders (presize {r['book_presize']} px) {r['full_mode_vs_book']:.2f}x; "
                f"decoded in {r['decode_once_s']} s; lean vs fastai's transforms, largest difference "
-               f"{r['lean_vs_fastai_max_abs_diff']}" if r['decoded_once'] else f"not decoded once: {r['no_room']}")
+               f"{r['lean_vs_fastai_max_abs_diff']}" if r[FULL_MODE_PATH] else f"not decoded once: {r['no_room']}")
     return f"{r['size']} px, best of {r['rounds']} rounds: model alone {r['model_only']:.0f} img/s; {paths}; {decoded}"
 
 
@@ -160,7 +162,8 @@ def main(argv=None):
     sizes, bs, steps, warmup, per_class = (([32], 8, 2, 1, 2) if args.smoke else
                                            (args.sizes, 64, args.steps, 10, None))
     torch.backends.cudnn.benchmark = True  # as full mode's `CudnnAutotune` (appendix 92) sets it for every fit
-    results = dict(device=device_name(), torch=torch.__version__, cited=CITED, cudnn_benchmark=True,
+    results = dict(device=device_name(), torch=torch.__version__, cited=CITED, full_mode_path=FULL_MODE_PATH,
+                   cudnn_benchmark=True,
                    loss_read_every_step=True, sizes=[])
     for size in sizes:  # each size's result printed and written as soon as it is measured: a cut run keeps it
         r = measure_size(data, size, bs, steps, warmup, device, args.rounds, per_class)

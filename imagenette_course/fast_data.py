@@ -7,7 +7,7 @@ Docs: https://imagenette-course.github.io/imagenette_course/fast_data.html.md"""
 # %% auto #0
 __all__ = ['DECODE_SPLIT', 'ROOM', 'DECODED', 'MAX_DECODED', 'free_memory', 'NoRoom', 'store_for', 'decode_once', 'pixel_key',
            'decode_labels', 'clear_decoded', 'decoded_images', 'lean_step', 'LeanPipeline', 'ahead', 'StoreDL',
-           'store_dl', 'store_dls', 'changes_each_epoch', 'on_gpu', 'DecodeOnce']
+           'store_dl', 'store_dls', 'changes_each_epoch', 'DecodeOnce']
 
 # %% ../nbs/92a_fast_data.ipynb #0ab4e335
 import functools, math, os, queue, threading
@@ -380,14 +380,10 @@ def changes_each_epoch(dl): # a fastai `TfmdDL`
     return None
 
 # %% ../nbs/92a_fast_data.ipynb #d6a1982c
-def on_gpu(device): # a device, its name, or `None`
-    "Is `device` a CUDA GPU?"
-    return device is not None and torch.device(device).type == 'cuda'
-
 class DecodeOnce(Callback):
     "Before every `fit`, replace the learner's loaders by `store_dls` of them, if they fit and make the same pictures"
     order = -20  # before the callbacks that read or wrap the loaders (training/eval switch, data-parallel wrapper)
-    def __init__(self, prefetch=None): # make batches `ahead`; default: where they are on a GPU
+    def __init__(self, prefetch=False): # make batches `ahead` (lean batch transforms are faster made in turn)
         self.refused = None  # the `DataLoaders` kept as they are: not tried again
         self.prefetch = prefetch
 
@@ -396,9 +392,7 @@ class DecodeOnce(Callback):
         if why := next(filter(None, map(changes_each_epoch, self.dls.loaders)), None):
             return self.keep_loaders(f"the decoded-once data path would train on other pictures: {why}")
         # the loaders' device, not the model's: fastai moves the model to the loaders' device after this (order -10)
-        device = self.dls.device
-        prefetch = on_gpu(device) if self.prefetch is None else self.prefetch
-        try: self.learn.dls = store_dls(self.dls, device, prefetch=prefetch)
+        try: self.learn.dls = store_dls(self.dls, self.dls.device, prefetch=self.prefetch)
         except NoRoom as e: self.keep_loaders(str(e))
 
     def keep_loaders(self, why): # what the decoded-once loaders can't do here

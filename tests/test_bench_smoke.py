@@ -7,7 +7,7 @@ import torch
 
 from imagenette_course.baseline import BOOK, REFERENCES
 from imagenette_course.data import default_presize
-from imagenette_course.fast_data import NoRoom
+from imagenette_course.fast_data import DecodeOnce, NoRoom
 from imagenette_course.recipes import RECIPES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,13 +174,16 @@ def test_data_path_benchmark_smoke_measures_every_path(shared_data, tmp_path):
                      timeout=300)
     results = json.loads((tmp_path/'dp.json').read_text())
     (res,) = results['sizes']
-    paths = ('model_only', 'decoded_once', 'lean_in_turn', 'fastai_in_turn', 'fastai_ahead', 'book')
+    paths = ('model_only', 'lean_in_turn', 'lean_ahead', 'fastai_in_turn', 'fastai_ahead', 'book')
     assert all(res[k] > 0 for k in paths)
     # every path measured in each round, interleaved; each keeps its best round
     assert res['rounds'] == 2 and all(len(res['each_round'][k]) == 2 for k in paths)
     assert all(abs(res[k] - max(res['each_round'][k])) < 0.1 for k in paths)
     assert all(res[f'{k}_efficiency'] == round(res[k] / res['model_only'], 3) for k in paths[1:])
-    assert res['decoded_once_vs_book'] == round(res['decoded_once'] / res['book'], 3)
+    assert results['full_mode_path'] == 'lean_in_turn'  # what `DecodeOnce` makes by default:
+    bench = load_script('bench/gpu_data_path.py')
+    assert bench.PATHS[bench.FULL_MODE_PATH][1] == dict(lean=True, prefetch=DecodeOnce().prefetch)
+    assert res['full_mode_vs_book'] == round(res['lean_in_turn'] / res['book'], 3)
     assert res['book_presize'] == default_presize(32)  # the book's loaders as `get_dls` makes them now
     assert res['lean_vs_fastai_max_abs_diff'] == 0  # the same pixels from the same random state
     assert "full mode's / book's loaders" in out
@@ -196,8 +199,8 @@ def test_data_path_benchmark_without_room_for_the_decoded_images_measures_the_ot
     bench.store_dls = no_room
     (res,) = bench.main([str(shared_data), '--smoke', '--rounds', '1', '--out', str(tmp_path/'dp.json')])['sizes']
     assert res['model_only'] > 0 and res['book'] > 0 and 'decoded image' in res['no_room']
-    assert all(res[k] is None for k in ('decoded_once', 'lean_in_turn', 'fastai_in_turn', 'fastai_ahead',
-                                        'decoded_once_vs_book', 'decode_once_s'))
+    assert all(res[k] is None for k in ('lean_in_turn', 'lean_ahead', 'fastai_in_turn', 'fastai_ahead',
+                                        'full_mode_vs_book', 'decode_once_s'))
     assert json.loads((tmp_path/'dp.json').read_text())['sizes'] == [res]
 
 

@@ -109,9 +109,8 @@ def distil(summary, commit=None, ledger=()):
 
 def data_path_speed(bench):
     "Training images per second at each size (bench/gpu_data_path.py): the model alone, then each data path feeding it"
-    # None where a run's benchmark predates them: ahead, the decode's seconds, the loaders' presize and the rounds
-    keep = ('size', 'bs', 'model_only', 'decoded_once', 'decoded_once_ahead', 'book', 'decode_once_s', 'book_presize',
-            'rounds')
+    keep = ('size', 'bs', 'model_only', 'lean_in_turn', 'lean_ahead', 'fastai_in_turn', 'fastai_ahead', 'book',
+            'each_round', 'decode_once_s', 'book_presize', 'rounds', 'lean_vs_fastai_max_abs_diff')
     return [{k: s.get(k) for k in keep} for s in bench['sizes']]
 
 
@@ -204,7 +203,9 @@ def main(argv=None):
     if not commit: p.error("results/gpu/summary.json records no commit: pass the commit the run was made from, --commit HASH")
     try: ref = distil(summary, commit, ledger)
     except SummaryError as e: p.error(f"results/gpu/summary.json: {e}")
-    if DATA_PATH in committed: ref['data_path_speed'] = data_path_speed(json.loads(committed[DATA_PATH]))
+    if DATA_PATH in committed:
+        bench = json.loads(committed[DATA_PATH])
+        ref['full_mode_path'], ref['data_path_speed'] = bench['full_mode_path'], data_path_speed(bench)
     text = json.dumps(ref, indent=1) + '\n'
     readme = with_table(README.read_text(), markdown_table(ref))
     outputs = {**committed, PACKAGED: text, README: readme}

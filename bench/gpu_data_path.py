@@ -154,6 +154,7 @@ def main(argv=None):
     p.add_argument('--rounds', type=whole_number(1), default=3,
                    help="rounds, each measuring every path in turn; a path keeps its best round (default 3)")
     p.add_argument('--smoke', action='store_true', help="tiny sizes and steps, on a CPU")
+    p.add_argument('--commit', help="the commit being measured, for the results (where there is no git checkout)")
     args = p.parse_args(argv)
     try: data = check_imagenette(resolve_data_path(args.data))
     except DataError as e: p.error(f"DATA: {e.problem}\nFix: pass an Imagenette folder (train/ and val/) as DATA")
@@ -162,7 +163,7 @@ def main(argv=None):
     sizes, bs, steps, warmup, per_class = (([32], 8, 2, 1, 2) if args.smoke else
                                            (args.sizes, 64, args.steps, 10, None))
     torch.backends.cudnn.benchmark = True  # as full mode's `CudnnAutotune` (appendix 92) sets it for every fit
-    results = dict(device=device_name(), torch=torch.__version__, cited=CITED, full_mode_path=FULL_MODE_PATH,
+    results = dict(device=device_name(), torch=torch.__version__, commit=args.commit, cited=CITED, full_mode_path=FULL_MODE_PATH,
                    cudnn_benchmark=True,
                    loss_read_every_step=True, sizes=[])
     for size in sizes:  # each size's result printed and written as soon as it is measured: a cut run keeps it

@@ -10,7 +10,7 @@ __all__ = ['DECODE_SPLIT', 'ROOM', 'DECODED', 'MAX_DECODED', 'free_memory', 'NoR
            'store_dl', 'store_dls', 'changes_each_epoch', 'DecodeOnce']
 
 # %% ../nbs/92a_fast_data.ipynb #0ab4e335
-import functools, math, os, queue, threading
+import functools, inspect, math, os, queue, threading
 from collections import OrderedDict
 
 import torch
@@ -175,7 +175,8 @@ def _warp(coords, targets): # a sampling grid (n, h, w, 2); `_warp_targets`
     zero, one = torch.zeros_like(tx), torch.ones_like(tx)
     rows = (torch.stack([tx, ty, one, zero, zero, zero, -cx * tx, -cx * ty], -1),
             torch.stack([zero, zero, zero, tx, ty, one, -cy * tx, -cy * ty], -1))
-    # `solve_ex`: fastai's `solve` is the same, then reads its error flags back to check them
+    # `solve_ex`: fastai's `solve` is the same, then reads its error flags back to check them (it raises where three
+    # corners' targets fall on a line, a warp of probability zero; here that warp's coordinates are not numbers)
     coeffs = torch.linalg.solve_ex(torch.stack(rows, 2).view(n, 8, 8), corners.reshape(n, 8, 1))[0]
     coeffs = torch.cat([coeffs, coeffs.new_ones(n, 1, 1)], 1).view(n, 3, 3)
     flat = coords.view(n, -1, 2)
@@ -202,7 +203,7 @@ def _affine_step(t, x, split):
     n, (h, w) = x.size(0), x.shape[-2:]
     mat = torch.eye(3, device=x.device).float().expand(n, 3, 3)
     if not split:
-        for f in t.aff_fs: mat = mat @ _AFFINE[f.func](x, **f.keywords)
+        for f in t.aff_fs: mat = mat @ _AFFINE[f.func](x, **_matrix_args(f))
     targets = [_warp_targets(x, c) for c in t.coord_fs]
     if h != w: mat = mat.clone(); mat[:, 0, 1] *= h / w; mat[:, 1, 0] *= w / h  # fastai's `_prepare_mat`
     coords = F.affine_grid(mat[:, :2], x.shape[:2] + _out_size(x, t.size), align_corners=t.align_corners)
@@ -243,24 +244,32 @@ def _lighting_step(t, x, split):
 def _int_to_float(t, x, split): return x.float().div_(t.div) if _applies(t, split) else x
 def _normalize(t, x, split): return (x - t.mean) / t.std if _applies(t, split) else x
 
-def _fastai_draws(f): # an affine matrix maker or a warp of an `AffineCoordTfm`
-    "Does `f` draw its numbers itself, one per image, as `aug_transforms` makes them (no `draw`, no `batch`)?"
-    kw = f.keywords if isinstance(f, functools.partial) else vars(f)
+def _matrix_args(f): # a `functools.partial` of fastai's `flip_mat`, `rotate_mat` or `zoom_mat`, keywords only
+    "Its arguments but the batch, by name, with fastai's defaults for those it wasn't given"
+    args = inspect.signature(f.func).bind_partial(None, **f.keywords)  # None: the batch, given per call
+    args.apply_defaults()
+    return dict(list(args.arguments.items())[1:])
+
+def _fastai_draws(kw): # the arguments of an affine matrix maker (`_matrix_args`) or of a warp (`vars`)
+    "Does it draw its numbers itself, one per image, as `aug_transforms` makes them (no `draw`, no `batch`)?"
     return not kw.get('batch') and all(kw.get(k) is None for k in ('draw', 'draw_x', 'draw_y'))
 
 def lean_step(t): # a fastai batch transform
     "The plain-tensor version of `t`, a function of (`t`, batch, split index); `None` for a transform it doesn't know"
+    if 'before_call' in vars(t): return None  # a `before_call` given to the transform draws its own way
     if type(t) is IntToFloatTensor: return _int_to_float
     if type(t) is Normalize and t.mean is not None: return _normalize
     if type(t) is RandomResizedCropGPU and t.mode == 'bilinear': return _crop_step
     if (type(t) in (AffineCoordTfm, Flip, Rotate, Zoom, Warp) and t.mode == 'bilinear'
-        and all(isinstance(f, functools.partial) and f.func in _AFFINE and _fastai_draws(f) for f in t.aff_fs)
-        and all(type(c) is _WarpCoord and _fastai_draws(c) for c in t.coord_fs)): return _affine_step
-    if type(t) in (LightingTfm, Brightness, Contrast) and all(type(f) in _LIGHTING and _fastai_draws(f) for f in t.fs):
-        return _lighting_step
+        # positional arguments: fastai calls `f(batch)`, so they would come before the batch
+        and all(isinstance(f, functools.partial) and f.func in _AFFINE and not f.args and _fastai_draws(_matrix_args(f))
+                for f in t.aff_fs)
+        and all(type(c) is _WarpCoord and _fastai_draws(vars(c)) for c in t.coord_fs)): return _affine_step
+    if (type(t) in (LightingTfm, Brightness, Contrast)
+        and all(type(f) in _LIGHTING and _fastai_draws(vars(f)) for f in t.fs)): return _lighting_step
 
 class LeanPipeline(Pipeline):
-    "fastai's batch `Pipeline`, run as plain-tensor operations that never wait for the GPU where it knows every transform"
+    "fastai's batch `Pipeline`, run as plain-tensor operations where it knows every transform: same pixels, fewer operations"
     def __call__(self, b): # a batch: (`TensorImage`, `TensorCategory`)
         steps = [lean_step(t) for t in self.fs]
         if None in steps or not (isinstance(b, tuple) and len(b) == 2 and type(b[0]) is TensorImage

@@ -205,7 +205,9 @@ def main(argv=None):
     except SummaryError as e: p.error(f"results/gpu/summary.json: {e}")
     if DATA_PATH in committed:
         bench = json.loads(committed[DATA_PATH])
-        ref['full_mode_path'], ref['data_path_speed'] = bench['full_mode_path'], data_path_speed(bench)
+        # the benchmark may have run from another commit than the check (its own call, before the check's)
+        ref.update(full_mode_path=bench['full_mode_path'], data_path_commit=bench.get('commit'),
+                   data_path_speed=data_path_speed(bench))
     text = json.dumps(ref, indent=1) + '\n'
     readme = with_table(README.read_text(), markdown_table(ref))
     outputs = {**committed, PACKAGED: text, README: readme}

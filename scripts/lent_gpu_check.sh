@@ -4,8 +4,8 @@
 #     bash scripts/lent_gpu_check.sh "$OUT/gpu" COMMIT [DEADLINE]   # COMMIT: the commit being run (no .git there)
 # DEADLINE (or $LENT_DEADLINE_S): seconds this script may take, default 585, the 600 s of a call's timeout_s less 15
 # for the archive at the end. A call's limit can be less (less device time left): pass that limit less 15, as on a
-# rerun with `timeout_s=300`: bash scripts/lent_gpu_check.sh "$OUT/gpu" COMMIT 285. Such a rerun leaves the recipes
-# about 60 s, enough for a run at most; the data-path benchmark still gets its 120 s.
+# rerun with `timeout_s=300`: bash scripts/lent_gpu_check.sh "$OUT/gpu" COMMIT 285. Such a rerun of every part leaves
+# the check about a minute, too little for a run: rerun only the parts it needs (`LENT_PARTS`, below).
 # Writes to $1 the ledger, summary.json, data_path.json (bench/gpu_data_path.py), optimizer_step.json
 # (bench/optimizer_step.py), gpu.txt, log.txt and lanes.tgz (each lane's log, summary and ledger): 7 files, as at most
 # 8 come back from the machine, none deeper than $OUT/a/b/. Copy them to results/gpu/, commit them, and run
@@ -92,7 +92,7 @@ if has bench; then
   bench_s=$(( $(left) - 5 )); (( bench_s > 120 )) && bench_s=120
   (( bench_s > 0 )) || bench_s=1
   timeout -k 5 "$bench_s" python3 bench/gpu_data_path.py /tmp/imagenette --sizes 224,128 --rounds 2 --steps 30 \
-    --out "$out/data_path.json" 2>&1 | tee -a "$out/log.txt" || step gpu_data_path $?
+    --commit "$commit" --out "$out/data_path.json" 2>&1 | tee -a "$out/log.txt" || step gpu_data_path $?
 fi
 if has check; then
   check_s=$(( $(left) - optimizer_s - stop_s ))

@@ -170,7 +170,8 @@ def runs_in_book_order():
 
 
 def test_data_path_benchmark_smoke_measures_every_path(shared_data, tmp_path):
-    out = run_script('bench/gpu_data_path.py', shared_data, '--smoke', '--rounds', 2, '--out', tmp_path/'dp.json',
+    out = run_script('bench/gpu_data_path.py', shared_data, '--smoke', '--rounds', 2, '--commit', 'abc1234',
+                     '--out', tmp_path/'dp.json',
                      timeout=300)
     results = json.loads((tmp_path/'dp.json').read_text())
     (res,) = results['sizes']
@@ -180,6 +181,7 @@ def test_data_path_benchmark_smoke_measures_every_path(shared_data, tmp_path):
     assert res['rounds'] == 2 and all(len(res['each_round'][k]) == 2 for k in paths)
     assert all(abs(res[k] - max(res['each_round'][k])) < 0.1 for k in paths)
     assert all(res[f'{k}_efficiency'] == round(res[k] / res['model_only'], 3) for k in paths[1:])
+    assert results['commit'] == 'abc1234'  # the benchmark may run from another commit than the check
     assert results['full_mode_path'] == 'lean_in_turn'  # what `DecodeOnce` makes by default:
     bench = load_script('bench/gpu_data_path.py')
     assert bench.PATHS[bench.FULL_MODE_PATH][1] == dict(lean=True, prefetch=DecodeOnce().prefetch)

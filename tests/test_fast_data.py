@@ -1,5 +1,6 @@
 "The decoded-once data path (appendix 92a) where a notebook can't show it: a GPU's device, fastai's other loaders, which loaders share decoded images"
 import json, random, re, threading
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ from fastai.data.transforms import IntToFloatTensor, Normalize, ToTensor
 from fastai.learner import Learner
 from fastai.metrics import accuracy
 from fastai.torch_core import TensorCategory, TensorImage, set_seed
-from fastai.vision.augment import FlipItem, RandomResizedCropGPU, Resize, aug_transforms
+from fastai.vision.augment import (AffineCoordTfm, FlipItem, RandomResizedCropGPU, Resize, aug_transforms, rotate_mat,
+                                   zoom_mat)
 from fastai.vision.core import imagenet_stats
 from fastai.vision.models.xresnet import xresnet18
 from fasttransform import Pipeline
@@ -211,7 +213,7 @@ def test_store_dl_alone_uses_the_cache_too(fake_imagenette):
     assert one.images is other.images and len(DECODED) == 1
 
 
-# --- batches made ahead, in a background thread (`prefetch=True`; off by default until a GPU run measures it) ---
+# --- batches made ahead, in a background thread (`prefetch=True`; off by default: lean batches were faster in turn) ---
 
 
 class StopAfterBatches(Callback):
@@ -371,6 +373,22 @@ def test_lean_transforms_make_fastais_pixels_from_the_same_draws(tfms, shape, si
             assert type(lean) is TensorImage and lean_y is b[1]
             assert torch.equal(lean, book) and book.shape[-2:] == (size, size)
             assert torch.equal(lean_states[0], book_states[0]) and lean_states[1] == book_states[1]
+
+
+def test_matrix_makers_left_to_fastais_defaults_run_lean_with_those_defaults():
+    "`partial(rotate_mat, p=1.)` or `partial(zoom_mat)`: the lean step gets every argument fastai's would use"
+    fs = [IntToFloatTensor(), AffineCoordTfm(aff_fs=[partial(rotate_mat, p=1.), partial(zoom_mat)])]
+    assert all(map(lean_step, fs))
+    assert lean_step(AffineCoordTfm(aff_fs=partial(rotate_mat, 30))) is None  # fastai itself would take 30 for the batch
+    b = TensorImage(torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8)), TensorCategory(torch.arange(4))
+    assert torch.equal(made_from_seed(LeanPipeline(fs), b, 0, 0)[0][0], made_from_seed(Pipeline(fs), b, 0, 0)[0][0])
+
+
+def test_a_before_call_given_to_a_transform_runs_the_batch_through_fastais():
+    "fastai's `RandTransform(before_call=...)` draws its own way, which the lean steps don't know"
+    crop = RandomResizedCropGPU(32, min_scale=0.75)
+    crop.before_call = lambda b, split_idx: RandomResizedCropGPU.before_call(crop, b, split_idx)
+    assert lean_step(crop) is None and lean_step(RandomResizedCropGPU(32, min_scale=0.75)) is not None
 
 
 def test_a_transform_the_lean_pipeline_does_not_know_runs_the_batch_through_fastais(monkeypatch):

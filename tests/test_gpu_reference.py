@@ -59,6 +59,7 @@ def test_the_data_path_speeds_keep_each_size_and_what_fed_the_model():
     speeds = run['data_path_speed']
     assert sorted(s['size'] for s in speeds) == [128, 224] and all(s['model_only'] > 0 and s['bs'] == 64 for s in speeds)
     assert all(s[run['full_mode_path']] > 0 and s['book'] > 0 for s in speeds)
+    assert run['data_path_commit']  # the benchmark's own commit: it may have run in a call of its own
 
 
 def test_every_run_the_check_planned_is_listed_and_a_missing_one_says_so(gpu_reference):

@@ -244,9 +244,11 @@ def _lighting_step(t, x, split):
 def _int_to_float(t, x, split): return x.float().div_(t.div) if _applies(t, split) else x
 def _normalize(t, x, split): return (x - t.mean) / t.std if _applies(t, split) else x
 
+_signature = functools.cache(inspect.signature)  # read per batch: once per function is enough
+
 def _matrix_args(f): # a `functools.partial` of fastai's `flip_mat`, `rotate_mat` or `zoom_mat`, keywords only
     "Its arguments but the batch, by name, with fastai's defaults for those it wasn't given"
-    args = inspect.signature(f.func).bind_partial(None, **f.keywords)  # None: the batch, given per call
+    args = _signature(f.func).bind_partial(None, **f.keywords)  # None: the batch, given per call
     args.apply_defaults()
     return dict(list(args.arguments.items())[1:])
 
